@@ -1,0 +1,196 @@
+"""Every option of ``volume_image``, declared in one place.
+
+Two groups:
+
+``[glance]``
+    How to reach Glance: keystoneauth1's session, auth and adapter options,
+    as in Nova's ``[glance]`` group (``auth_type``, ``endpoint_override``,
+    ``valid_interfaces``, ``region_name``, ``timeout``, ...).
+``[volume_image]``
+    Our own behaviour: catalog cache, upload retries, conversion.
+
+Options are registered on a :class:`~oslo_config.cfg.ConfigOpts` that the
+caller passes in; nothing here reads a global ``CONF``.  :func:`list_opts`
+is the ``oslo.config.opts`` entry point for ``oslo-config-generator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from typing import Any
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+__all__ = [
+    "GLANCE_GROUP",
+    "GROUP",
+    "Settings",
+    "list_opts",
+    "register_opts",
+]
+
+GROUP = "volume_image"
+GLANCE_GROUP = "glance"
+
+# A request to Glance must not hang a worker for glanceclient's 600 s, or
+# forever (keystoneauth's default): these replace keystoneauth's defaults.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_CONNECT_RETRIES = 3
+
+_opts = [
+    cfg.IntOpt(
+        "store_cache_ttl",
+        default=60,
+        min=0,
+        help="Seconds a fetched store list (GET /v2/info/stores) is reused. "
+        "Validation with a warm cache makes no request to Glance. "
+        "0 asks Glance every time.",
+    ),
+    cfg.BoolOpt(
+        "use_store_detail",
+        default=True,
+        help="Ask GET /v2/info/stores/detail first, to learn each store's "
+        "type and weight. Needs the admin role; on 403 the basic list is "
+        "used.",
+    ),
+    cfg.IntOpt(
+        "upload_retries",
+        default=3,
+        min=0,
+        help="How many times a failed upload is sent again. Only "
+        "connection failures, 503 and a stream cut mid-way are retried, "
+        "always from byte 0 of the source.",
+    ),
+    cfg.FloatOpt(
+        "upload_retry_delay",
+        default=1.0,
+        min=0,
+        help="Seconds before the first retry of an upload; each further "
+        "retry waits twice as long, at most 30 seconds.",
+    ),
+    cfg.FloatOpt(
+        "upload_read_timeout",
+        default=300.0,
+        min=1,
+        help="Seconds one socket operation of an upload may wait (sending "
+        "a chunk, or Glance's answer after the last byte). Finite, so a "
+        "dead Glance is noticed; per operation, so a long upload never "
+        "trips it.",
+    ),
+    cfg.IntOpt(
+        "chunk_size",
+        default=1024 * 1024,
+        min=4096,
+        help="Bytes read from the source and sent at a time. Memory use "
+        "of an upload stays near this size whatever the volume size.",
+    ),
+    cfg.BoolOpt(
+        "verify_upload",
+        default=True,
+        help="After an upload, read the image back and compare status, "
+        "size, checksum, os_hash_value and stores with what was sent. A "
+        "mismatch deletes the image.",
+    ),
+    cfg.StrOpt(
+        "hash_algo",
+        default="sha512",
+        help="The os_hash_algo Glance uses (its hashing_algorithm "
+        "option). The upload computes it while streaming.",
+    ),
+    cfg.StrOpt(
+        "conversion_dir",
+        help="Directory for the temporary file of a qemu-img conversion "
+        "or compression. Defaults to the system temporary directory.",
+    ),
+    cfg.IntOpt(
+        "max_concurrent_uploads",
+        default=4,
+        min=1,
+        help="Uploads one process runs at once; more wait for a slot.",
+    ),
+    cfg.BoolOpt(
+        "fail_open",
+        default=False,
+        help="API filter only: when Glance cannot be asked, let an "
+        "image_service:store_id write through with a logged warning "
+        "instead of answering 503.",
+    ),
+]
+
+
+def _glance_opts() -> list[cfg.Opt]:
+    opts = (
+        ks_loading.get_session_conf_options()
+        + ks_loading.get_auth_common_conf_options()
+        + ks_loading.get_auth_plugin_conf_options("password")
+        + ks_loading.get_adapter_conf_options(include_deprecated=False)
+    )
+    # one option may come from two of those lists
+    unique: dict[str, cfg.Opt] = {}
+    for opt in opts:
+        unique.setdefault(opt.dest, opt)
+    return list(unique.values())
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register every option of ``volume_image`` on ``conf``.
+
+    Safe to call more than once on the same ``conf``.
+
+    :param conf: the configuration object to register on.
+    """
+    conf.register_opts(_opts, group=GROUP)
+    ks_loading.register_session_conf_options(conf, GLANCE_GROUP)
+    ks_loading.register_auth_conf_options(conf, GLANCE_GROUP)
+    ks_loading.register_adapter_conf_options(
+        conf, GLANCE_GROUP, include_deprecated=False
+    )
+    conf.set_default("service_type", "image", group=GLANCE_GROUP)
+    conf.set_default("timeout", DEFAULT_TIMEOUT, group=GLANCE_GROUP)
+    conf.set_default(
+        "connect_retries", DEFAULT_CONNECT_RETRIES, group=GLANCE_GROUP
+    )
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Return the options for ``oslo-config-generator``.
+
+    :returns: ``(group, options)`` pairs, the real option objects.
+    """
+    return [(GLANCE_GROUP, _glance_opts()), (GROUP, list(_opts))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The ``[volume_image]`` options as one frozen value.
+
+    The library works from this object, so it can be built without
+    oslo.config (``Settings()`` gives the defaults) and cannot change
+    under a running upload.
+    """
+
+    store_cache_ttl: float = 60.0
+    use_store_detail: bool = True
+    upload_retries: int = 3
+    upload_retry_delay: float = 1.0
+    upload_read_timeout: float = 300.0
+    chunk_size: int = 1024 * 1024
+    verify_upload: bool = True
+    hash_algo: str = "sha512"
+    conversion_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
+    max_concurrent_uploads: int = 4
+    fail_open: bool = False
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Settings:
+        """Build the settings from a ``ConfigOpts`` with our options.
+
+        :param conf: a configuration on which :func:`register_opts` ran.
+        """
+        group: Any = conf[GROUP]
+        values = {f.name: group[f.name] for f in dataclasses.fields(cls)}
+        if values["conversion_dir"] is None:
+            values["conversion_dir"] = tempfile.gettempdir()
+        return cls(**values)

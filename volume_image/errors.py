@@ -1,0 +1,243 @@
+"""The one exception tree of ``volume_image``.
+
+It branches by what the caller does next::
+
+    VolumeImageError                 base; never raised itself
+    |
+    +-- SpecError                    the operator fixes the extra spec
+    |   |                            (exit 3, HTTP 400)
+    |   +-- InvalidStoreId           empty, too long, spaces, control chars
+    |   +-- ReservedStore            os_glance_* is Glance's own
+    |   +-- UnknownStore             not in GET /v2/info/stores
+    |   +-- ReadOnlyStore            the store takes no uploads
+    |   +-- UnknownSpecKey           image_service:<typo>
+    |   +-- ConflictingSpecKeys      the same key twice, in other cases
+    |
+    +-- GlanceError                  Glance could not be asked, or answered
+    |   |                            nonsense (exit 4)
+    |   +-- GlanceUnavailable        refused, timed out, 5xx: retry later
+    |   |                            (HTTP 503)
+    |   +-- GlanceAuthError          401/403: fix credentials or roles
+    |   +-- BadStoreCatalog          /v2/info/stores answer is unusable
+    |   +-- MultiStoreDisabled       this Glance has no enabled_backends
+    |   |                            (HTTP 400: the spec cannot be honoured)
+    |   +-- GlanceRequestError       any other unexpected answer
+    |
+    +-- UploadError                  the upload failed; it cleaned up
+        |                            (exit 5)
+        +-- UploadCancelled          cancelled by the caller
+        +-- ImageStateConflict       409: the image is not queued
+        +-- QuotaExceeded            413: quota, size cap or store full
+        +-- FormatRejected           415: Glance refused the disk format
+        +-- IntegrityError           what Glance stored is not what we sent
+        +-- ConversionError          qemu-img failed
+        +-- InsufficientSpace        no room to convert
+        +-- SourceError              the volume cannot be read
+
+Every error carries the HTTP status an API should answer with
+(:attr:`VolumeImageError.http_status`), the CLI exit code
+(:attr:`VolumeImageError.exit_code`) and, when Glance answered, the
+Glance request id and endpoint.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadStoreCatalog",
+    "ConflictingSpecKeys",
+    "ConversionError",
+    "FormatRejected",
+    "GlanceAuthError",
+    "GlanceError",
+    "GlanceRequestError",
+    "GlanceUnavailable",
+    "ImageStateConflict",
+    "InsufficientSpace",
+    "IntegrityError",
+    "InvalidStoreId",
+    "MultiStoreDisabled",
+    "QuotaExceeded",
+    "ReadOnlyStore",
+    "ReservedStore",
+    "SourceError",
+    "SpecError",
+    "UnknownSpecKey",
+    "UnknownStore",
+    "UploadCancelled",
+    "UploadError",
+    "VolumeImageError",
+]
+
+
+class VolumeImageError(Exception):
+    """Base of every error ``volume_image`` raises.
+
+    :param message: one sentence that says what is wrong and what to do.
+    :param status_code: the HTTP status Glance answered, if any.
+    :param request_id: Glance's ``x-openstack-request-id``, if any.
+    :param endpoint: the Glance URL that was asked, if any.
+    """
+
+    #: the HTTP status an API answers with when this error stops a request
+    http_status = 500
+    #: the exit code of the ``volume-image`` command
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.request_id = request_id
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        extra = []
+        if self.endpoint:
+            extra.append(f"endpoint {self.endpoint}")
+        if self.request_id:
+            extra.append(f"request id {self.request_id}")
+        if extra:
+            return f"{self.message} ({', '.join(extra)})"
+        return self.message
+
+
+class SpecError(VolumeImageError):
+    """The extra spec is wrong; an operator has to change it."""
+
+    http_status = 400
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        value: object = None,
+        suggestion: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.key = key
+        self.value = value
+        self.suggestion = suggestion
+
+
+class InvalidStoreId(SpecError):
+    """The store id is not a well-formed value."""
+
+
+class ReservedStore(SpecError):
+    """The store id uses Glance's reserved ``os_glance_`` prefix."""
+
+
+class UnknownStore(SpecError):
+    """Glance has no store with this id."""
+
+
+class ReadOnlyStore(SpecError):
+    """The store exists but accepts no new image data."""
+
+
+class UnknownSpecKey(SpecError):
+    """A key in the ``image_service:`` namespace that we do not know."""
+
+
+class ConflictingSpecKeys(SpecError):
+    """The same ``image_service:`` key appears twice in different cases."""
+
+
+class GlanceError(VolumeImageError):
+    """Glance could not be asked, refused us, or answered nonsense."""
+
+    exit_code = 4
+    http_status = 503
+
+
+class GlanceUnavailable(GlanceError):
+    """Connection refused, timed out, or a 5xx answer: try again later."""
+
+
+class GlanceAuthError(GlanceError):
+    """Glance (or Keystone) answered 401 or 403."""
+
+    http_status = 403
+
+
+class BadStoreCatalog(GlanceError):
+    """The ``/v2/info/stores`` answer cannot be used."""
+
+
+class MultiStoreDisabled(GlanceError):
+    """Glance runs without multi-store, so no store can be named."""
+
+    # the spec is what cannot be honoured: an API answers "bad request"
+    http_status = 400
+
+
+class GlanceRequestError(GlanceError):
+    """Glance answered with a status we have no better class for."""
+
+    http_status = 502
+
+
+class UploadError(VolumeImageError):
+    """The upload failed, and what it created has been cleaned up."""
+
+    exit_code = 5
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        image_id: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.image_id = image_id
+
+
+class UploadCancelled(UploadError):
+    """The caller cancelled the upload."""
+
+
+class ImageStateConflict(UploadError):
+    """Glance answered 409: the image is not ``queued``."""
+
+    http_status = 409
+
+
+class QuotaExceeded(UploadError):
+    """Glance answered 413: quota, image size cap or store full."""
+
+    http_status = 413
+
+
+class FormatRejected(UploadError):
+    """Glance answered 415: it refused the data or its disk format."""
+
+    http_status = 415
+
+
+class IntegrityError(UploadError):
+    """What Glance stored differs from what we sent; the image is gone."""
+
+
+class ConversionError(UploadError):
+    """``qemu-img convert`` (or compression) failed."""
+
+
+class InsufficientSpace(UploadError):
+    """The conversion directory has too little free space."""
+
+
+class SourceError(UploadError):
+    """The volume cannot be opened or read."""
+
+    http_status = 400

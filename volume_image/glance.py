@@ -1,0 +1,404 @@
+"""The only module that speaks HTTP to Glance.
+
+Requests go through a keystoneauth1 :class:`~keystoneauth1.adapter.Adapter`
+(service type ``image``), so endpoint discovery, tokens, TLS and timeouts
+follow the usual OpenStack options.  Every keystoneauth1 or requests
+exception, and every unexpected status, becomes one of our
+:mod:`volume_image.errors` here and nowhere else.
+
+Why not python-glanceclient: it uploads with ``Transfer-Encoding:
+chunked`` in 1 MiB chunks (which uWSGI's default ``chunked-input-limit``
+refuses), it has no exception class for 410 or 415, and in its non-session
+mode it drops extra headers such as ``X-Image-Meta-Store``.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import requests
+from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import session as ks_session
+from oslo_config import cfg
+
+from volume_image import config, errors, stores
+
+__all__ = ["GlanceClient", "SizedBody", "from_response"]
+
+LOG = logging.getLogger(__name__)
+
+_MULTISTORE_OFF = "multi backend is not supported"
+_TAG = re.compile(r"<[^>]+>")
+
+
+class SizedBody(Protocol):
+    """An upload body: iterable bytes with a known length.
+
+    requests sends such an object with ``Content-Length`` (never chunked)
+    and urllib3 sends each chunk as it comes.
+    """
+
+    def __iter__(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+def _message(resp: requests.Response) -> str:
+    """The human part of a Glance error body (JSON or HTML)."""
+    text = ""
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        inner = doc.get("message") or doc.get("error") or doc
+        if isinstance(inner, dict):
+            inner = inner.get("message", "")
+        text = str(inner)
+    if not text:
+        text = resp.text or ""
+        # the HTML page repeats the title in <title> and <h1>
+        text = text.split("</h1>", 1)[-1]
+    text = html.unescape(_TAG.sub(" ", text))
+    return " ".join(text.split()) or resp.reason or ""
+
+
+def _request_id(resp: requests.Response | None) -> str | None:
+    if resp is None:
+        return None
+    return resp.headers.get("x-openstack-request-id")
+
+
+def from_response(
+    resp: requests.Response,
+    what: str,
+    *,
+    endpoint: str | None = None,
+    store_id: str | None = None,
+    image_id: str | None = None,
+) -> errors.VolumeImageError:
+    """Build the error for an unexpected Glance answer.
+
+    The status picks the class; for an upload with a named store, 400 and
+    410 mean an unknown or read-only store.
+
+    :param resp: Glance's answer.
+    :param what: what we asked, e.g. ``"GET /v2/info/stores"``.
+    :param endpoint: the Glance endpoint.
+    :param store_id: the store named in an upload, if any.
+    :param image_id: the image of an image request, if any.
+    """
+    status = resp.status_code
+    msg = _message(resp)
+    common: dict[str, Any] = {
+        "status_code": status,
+        "request_id": _request_id(resp),
+        "endpoint": endpoint,
+    }
+    text = f"{what} answered {status}: {msg}"
+    if status in (401, 403):
+        return errors.GlanceAuthError(
+            f"{text}. Check the credentials and that the user has a role "
+            "Glance accepts (member for uploads, admin for store details)",
+            **common,
+        )
+    if store_id is not None and status == 400 and "store" in msg.lower():
+        return errors.UnknownStore(
+            f"Glance has no store {store_id!r} any more ({msg}); it was "
+            "removed since the volume type was set. Run 'volume-image "
+            "audit' and fix the volume type",
+            key="image_service:store_id",
+            value=store_id,
+            **common,
+        )
+    if store_id is not None and status == 410 and "store" in msg.lower():
+        return errors.ReadOnlyStore(
+            f"Glance refused data for store {store_id!r}: {msg}. Choose a "
+            "writable store",
+            key="image_service:store_id",
+            value=store_id,
+            **common,
+        )
+    if status == 409:
+        return errors.ImageStateConflict(
+            f"{text}. The image is not in 'queued' state",
+            image_id=image_id,
+            **common,
+        )
+    if status == 413:
+        return errors.QuotaExceeded(
+            f"{text}. The image quota, Glance's image_size_cap or the "
+            "store's space is exhausted",
+            image_id=image_id,
+            **common,
+        )
+    if status == 415:
+        return errors.FormatRejected(
+            f"{text}. Glance refused the data for this disk_format",
+            image_id=image_id,
+            **common,
+        )
+    if status >= 500:
+        return errors.GlanceUnavailable(
+            f"Glance is unavailable: {text}", **common
+        )
+    return errors.GlanceRequestError(text, **common)
+
+
+class GlanceClient:
+    """A small Glance v2 client for store discovery and image upload.
+
+    :param adapter: a keystoneauth1 Adapter for the image service; tests
+        and callers with their own session pass one in.
+    :param use_store_detail: try ``/v2/info/stores/detail`` first.
+    """
+
+    def __init__(
+        self, adapter: ks_adapter.Adapter, *, use_store_detail: bool = True
+    ) -> None:
+        self.adapter = adapter
+        self._use_detail = use_store_detail
+
+    @classmethod
+    def from_conf(
+        cls,
+        conf: cfg.ConfigOpts,
+        *,
+        session: ks_session.Session | None = None,
+        auth: Any = None,
+    ) -> GlanceClient:
+        """Build a client from the ``[glance]`` options.
+
+        :param conf: a configuration on which
+            :func:`volume_image.config.register_opts` ran.
+        :param session: an existing keystoneauth1 session to share.
+        :param auth: an auth plugin overriding ``[glance] auth_type``.
+        :raises GlanceAuthError: the auth options are incomplete.
+        """
+        group = config.GLANCE_GROUP
+        try:
+            if auth is None:
+                auth = ks_loading.load_auth_from_conf_options(conf, group)
+            if session is None:
+                session = ks_loading.load_session_from_conf_options(
+                    conf, group, auth=auth
+                )
+            adapter = ks_loading.load_adapter_from_conf_options(
+                conf, group, session=session, auth=auth
+            )
+        except ks_exc.ClientException as exc:
+            raise _translate(exc, "load the [glance] options") from exc
+        return cls(
+            adapter,
+            use_store_detail=conf[config.GROUP].use_store_detail,
+        )
+
+    @property
+    def endpoint(self) -> str | None:
+        """The Glance endpoint, or None when it cannot be found."""
+        try:
+            url = self.adapter.get_endpoint()
+        except ks_exc.ClientException:
+            return None
+        return str(url) if url else None
+
+    def invalidate(self) -> bool:
+        """Drop the cached token, so the next request authenticates again.
+
+        :returns: whether there was a token to drop.
+        """
+        try:
+            return bool(self.adapter.invalidate())
+        except ks_exc.ClientException:
+            return False
+
+    def _request(
+        self, method: str, path: str, **kwargs: Any
+    ) -> requests.Response:
+        what = f"{method} {path}"
+        headers = kwargs.pop("headers", {})
+        # error bodies in JSON instead of an HTML page
+        headers.setdefault("Accept", "application/json")
+        try:
+            return self.adapter.request(
+                path, method, headers=headers, raise_exc=False, **kwargs
+            )
+        except ks_exc.ClientException as exc:
+            raise _translate(exc, what, self.endpoint) from exc
+        except requests.RequestException as exc:
+            raise _translate(exc, what, self.endpoint) from exc
+
+    def get_store_catalog(self) -> stores.StoreCatalog:
+        """Fetch and parse the stores Glance offers.
+
+        Tries ``/v2/info/stores/detail`` (admin only) first, when enabled,
+        and falls back to ``/v2/info/stores`` on 403 without failing.
+
+        :returns: the catalog; ``multistore`` is false when Glance
+            answers ``404 Multi backend is not supported at this site``.
+        :raises GlanceError: Glance cannot be asked or answers nonsense.
+        """
+        if self._use_detail:
+            resp = self._request("GET", "/v2/info/stores/detail")
+            if resp.status_code == 200:
+                return self._parse(resp, detailed=True)
+            if resp.status_code == 403:
+                # not an admin: remember, so later refreshes cost one call
+                LOG.debug("stores/detail forbidden; using the basic list")
+                self._use_detail = False
+            elif resp.status_code != 404:
+                raise from_response(
+                    resp, "GET /v2/info/stores/detail", endpoint=self.endpoint
+                )
+        resp = self._request("GET", "/v2/info/stores")
+        if resp.status_code == 200:
+            return self._parse(resp, detailed=False)
+        if resp.status_code == 404 and _MULTISTORE_OFF in _message(resp).lower():
+            return stores.StoreCatalog(stores=(), multistore=False)
+        raise from_response(resp, "GET /v2/info/stores", endpoint=self.endpoint)
+
+    def _parse(
+        self, resp: requests.Response, *, detailed: bool
+    ) -> stores.StoreCatalog:
+        try:
+            return stores.parse_stores(resp.content, detailed=detailed)
+        except errors.BadStoreCatalog as exc:
+            exc.endpoint = self.endpoint
+            exc.request_id = _request_id(resp)
+            raise
+
+    def create_image(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Create a ``queued`` image.
+
+        :param meta: the image's fields (name, disk_format, ...).
+        :returns: the image as Glance returns it.
+        """
+        resp = self._request("POST", "/v2/images", json=meta)
+        if resp.status_code != 201:
+            raise from_response(resp, "POST /v2/images", endpoint=self.endpoint)
+        image: dict[str, Any] = resp.json()
+        return image
+
+    def get_image(self, image_id: str) -> dict[str, Any]:
+        """Return one image.
+
+        :raises GlanceRequestError: with ``status_code`` 404 when it is gone.
+        """
+        what = f"GET /v2/images/{image_id}"
+        resp = self._request("GET", f"/v2/images/{image_id}")
+        if resp.status_code != 200:
+            raise from_response(
+                resp, what, endpoint=self.endpoint, image_id=image_id
+            )
+        image: dict[str, Any] = resp.json()
+        return image
+
+    def delete_image(self, image_id: str) -> bool:
+        """Delete an image.
+
+        :returns: True if deleted, False if it was already gone.
+        """
+        what = f"DELETE /v2/images/{image_id}"
+        resp = self._request("DELETE", f"/v2/images/{image_id}")
+        if resp.status_code == 404:
+            return False
+        if resp.status_code not in (200, 204):
+            raise from_response(
+                resp, what, endpoint=self.endpoint, image_id=image_id
+            )
+        return True
+
+    def upload_image_data(
+        self,
+        image_id: str,
+        body: SizedBody | Iterable[bytes],
+        size: int,
+        *,
+        store_id: str | None,
+        timeout: tuple[float, float],
+    ) -> None:
+        """``PUT /v2/images/{id}/file`` once, with a known size.
+
+        The request is never retried or re-authenticated here: the body is
+        a one-shot stream, and the caller decides whether to reopen it.
+
+        :param image_id: a ``queued`` image.
+        :param body: the bytes, with ``len(body) == size``.
+        :param size: the number of bytes.
+        :param store_id: the store header, or None for the default store.
+        :param timeout: (connect, per-read) seconds.
+        :raises VolumeImageError: the error for Glance's answer.
+        """
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "x-openstack-image-size": str(size),
+        }
+        if store_id is not None:
+            headers["X-Image-Meta-Store"] = store_id
+        what = f"PUT /v2/images/{image_id}/file"
+        resp = self._request(
+            "PUT",
+            f"/v2/images/{image_id}/file",
+            headers=headers,
+            data=body,
+            timeout=timeout,
+            # keystoneauth would resend the half-read body on these
+            connect_retries=0,
+            status_code_retries=0,
+            allow_reauth=False,
+        )
+        if resp.status_code not in (200, 204):
+            raise from_response(
+                resp,
+                what,
+                endpoint=self.endpoint,
+                store_id=store_id,
+                image_id=image_id,
+            )
+
+
+def _translate(
+    exc: Exception, what: str, endpoint: str | None = None
+) -> errors.VolumeImageError:
+    """Map a keystoneauth1 or requests exception to ours."""
+    if isinstance(exc, ks_exc.HttpError):
+        # raised by auth plugins talking to Keystone
+        status = exc.http_status
+        cls: type[errors.GlanceError] = (
+            errors.GlanceAuthError
+            if status in (401, 403)
+            else errors.GlanceUnavailable
+        )
+        return cls(
+            f"authentication failed while trying to {what}: {exc.message}",
+            status_code=status,
+            request_id=exc.request_id,
+            endpoint=endpoint,
+        )
+    if isinstance(
+        exc,
+        ks_exc.AuthorizationFailure
+        | ks_exc.MissingAuthPlugin
+        | ks_exc.auth_plugins.AuthPluginException
+        | ks_exc.NoMatchingPlugin,
+    ):
+        return errors.GlanceAuthError(
+            f"cannot authenticate to {what}: {exc}", endpoint=endpoint
+        )
+    if isinstance(exc, ks_exc.EndpointNotFound | ks_exc.CatalogException):
+        return errors.GlanceError(
+            f"no Glance endpoint to {what}: {exc}. Set [glance] "
+            "endpoint_override, or check the service catalog, interface "
+            "and region",
+            endpoint=endpoint,
+        )
+    # refused, reset, timed out, TLS: the service cannot be asked now
+    return errors.GlanceUnavailable(
+        f"Glance is unavailable: cannot {what}: {exc}", endpoint=endpoint
+    )

@@ -1,0 +1,126 @@
+"""Volume-type extra specs and the ``image_service:`` namespace. Pure.
+
+``image_service:`` keys tell the upload path where images go; they are not
+backend capabilities.  :func:`split_extra_specs` separates them so that
+backend-driver validation and the scheduler see only real capabilities.
+Keys in the namespace are matched case-insensitively: Cinder's volume
+manager reads the exact lower-case key, so ``Image_Service:Store_Id`` would
+otherwise be stored and then silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from volume_image import errors, stores
+
+__all__ = [
+    "KNOWN_KEYS",
+    "NAMESPACE",
+    "STORE_ID_KEY",
+    "SplitSpecs",
+    "split_extra_specs",
+    "validate_extra_specs",
+]
+
+NAMESPACE = "image_service:"
+STORE_ID_KEY = NAMESPACE + "store_id"
+KNOWN_KEYS = frozenset({STORE_ID_KEY})
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpecs:
+    """Extra specs split at the ``image_service:`` namespace.
+
+    :ivar backend: every other spec, unchanged: what backend drivers and
+        the scheduler should see.
+    :ivar image_service: the namespace's specs, keyed by the lower-case
+        key; ``original_keys`` maps those back to what the caller wrote.
+    """
+
+    backend: Mapping[str, Any]
+    image_service: Mapping[str, Any]
+    original_keys: Mapping[str, str]
+
+    @property
+    def store_id(self) -> Any:
+        """The ``image_service:store_id`` value as given, or None."""
+        return self.image_service.get(STORE_ID_KEY)
+
+    @property
+    def has_store_id(self) -> bool:
+        """Whether the specs name a store at all."""
+        return STORE_ID_KEY in self.image_service
+
+
+def is_image_service_key(key: str) -> bool:
+    """Whether ``key`` is in the ``image_service:`` namespace, any case."""
+    return key.lower().startswith(NAMESPACE)
+
+
+def split_extra_specs(specs: Mapping[str, Any]) -> SplitSpecs:
+    """Split extra specs at the ``image_service:`` namespace.
+
+    :param specs: the volume type's extra specs.
+    :returns: the split.
+    :raises ConflictingSpecKeys: one key appears twice, in two cases.
+    :raises UnknownSpecKey: an ``image_service:`` key we do not know.
+    """
+    backend: dict[str, Any] = {}
+    image_service: dict[str, Any] = {}
+    original: dict[str, str] = {}
+    for key, value in specs.items():
+        if not is_image_service_key(key):
+            backend[key] = value
+            continue
+        norm = key.lower()
+        if norm in original:
+            raise errors.ConflictingSpecKeys(
+                f"extra specs {original[norm]!r} and {key!r} are the same "
+                "key in two cases; keep only the lower-case "
+                f"{norm!r}",
+                key=key,
+                value=value,
+            )
+        if norm not in KNOWN_KEYS:
+            close = difflib.get_close_matches(norm, KNOWN_KEYS, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise errors.UnknownSpecKey(
+                f"extra spec {key!r} is not a known image_service key and "
+                f"would be ignored.{hint} Known keys: "
+                f"{', '.join(sorted(KNOWN_KEYS))}.",
+                key=key,
+                value=value,
+                suggestion=close[0] if close else None,
+            )
+        original[norm] = key
+        image_service[norm] = value
+    return SplitSpecs(backend, image_service, original)
+
+
+def validate_extra_specs(
+    specs: Mapping[str, Any],
+    get_catalog: Callable[[], stores.StoreCatalog],
+) -> SplitSpecs:
+    """Check a whole extra-spec set the way the API hook does.
+
+    Glance is only asked (through ``get_catalog``) when the specs name a
+    store that passes the local rules, so specs without the namespace
+    validate with Glance down.
+
+    :param specs: the extra specs of one write.
+    :param get_catalog: returns the current store catalog; may raise
+        :class:`~volume_image.errors.GlanceError`.
+    :returns: the split specs.
+    :raises SpecError: the first rule that fails.
+    :raises GlanceError: the catalog could not be had.
+    """
+    split = split_extra_specs(specs)
+    if split.has_store_id:
+        key = split.original_keys[STORE_ID_KEY]
+        stores.check_store_id_syntax(split.store_id, key)
+        stores.check_store_id(split.store_id, get_catalog(), key)
+    return split

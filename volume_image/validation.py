@@ -1,0 +1,95 @@
+"""The store catalog cache and the validator that the CLI, the API hook and
+the upload pipeline share.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from volume_image import specs, stores
+
+__all__ = ["StoreCatalogCache", "Validator"]
+
+
+class StoreCatalogCache:
+    """A thread-safe, time-limited cache of one Glance's store catalog.
+
+    Concurrent callers with a cold cache make one request between them:
+    the fetch runs under a lock, and a caller that waited for it finds the
+    fresh catalog.  A failed fetch is not cached.
+
+    :param fetch: returns a fresh catalog (e.g.
+        :meth:`GlanceClient.get_store_catalog
+        <volume_image.glance.GlanceClient.get_store_catalog>`).
+    :param ttl: seconds a catalog is reused; 0 disables the cache.
+    :param clock: a monotonic clock, replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], stores.StoreCatalog],
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._catalog: stores.StoreCatalog | None = None
+        self._expires = 0.0
+
+    def get(self, *, refresh: bool = False) -> stores.StoreCatalog:
+        """Return the catalog, fetching it when stale or asked to.
+
+        :param refresh: ignore the cached catalog.
+        :raises GlanceError: the fetch failed.
+        """
+        with self._lock:
+            now = self._clock()
+            if (
+                not refresh
+                and self._catalog is not None
+                and now < self._expires
+            ):
+                return self._catalog
+            catalog = self._fetch()
+            self._catalog = catalog
+            self._expires = self._clock() + self._ttl
+            return catalog
+
+    def invalidate(self) -> None:
+        """Forget the cached catalog."""
+        with self._lock:
+            self._catalog = None
+
+
+class Validator:
+    """Validate ``image_service:store_id`` against a cached catalog.
+
+    :param cache: the catalog cache to read.
+    """
+
+    def __init__(self, cache: StoreCatalogCache) -> None:
+        self.cache = cache
+
+    def validate_extra_specs(self, extra_specs: Mapping[str, Any]) -> specs.SplitSpecs:
+        """Check a whole extra-spec set; Glance is asked only if needed.
+
+        :param extra_specs: the specs of one write.
+        :returns: the specs split at the ``image_service:`` namespace.
+        :raises SpecError: a rule failed.
+        :raises GlanceError: a store is named and Glance cannot be asked.
+        """
+        return specs.validate_extra_specs(extra_specs, self.cache.get)
+
+    def check_store(self, store_id: str) -> stores.StoreInfo:
+        """Check one store id.
+
+        :raises SpecError: a rule failed.
+        :raises GlanceError: Glance cannot be asked.
+        """
+        stores.check_store_id_syntax(store_id)
+        return stores.check_store_id(store_id, self.cache.get())
