@@ -16,6 +16,7 @@ is the ``oslo.config.opts`` entry point for ``oslo-config-generator``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tempfile
 from typing import Any
@@ -38,6 +39,11 @@ GLANCE_GROUP = "glance"
 # forever (keystoneauth's default): these replace keystoneauth's defaults.
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_RETRIES = 3
+_GLANCE_DEFAULTS: dict[str, Any] = {
+    "service_type": "image",
+    "timeout": DEFAULT_TIMEOUT,
+    "connect_retries": DEFAULT_CONNECT_RETRIES,
+}
 
 _opts = [
     cfg.IntOpt(
@@ -130,6 +136,10 @@ def _glance_opts() -> list[cfg.Opt]:
     # one option may come from two of those lists
     unique: dict[str, cfg.Opt] = {}
     for opt in opts:
+        if opt.dest in _GLANCE_DEFAULTS:
+            # a copy: keystoneauth's own objects are shared with others
+            opt = copy.copy(opt)
+            opt.default = _GLANCE_DEFAULTS[opt.dest]
         unique.setdefault(opt.dest, opt)
     return list(unique.values())
 
@@ -147,11 +157,8 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     ks_loading.register_adapter_conf_options(
         conf, GLANCE_GROUP, include_deprecated=False
     )
-    conf.set_default("service_type", "image", group=GLANCE_GROUP)
-    conf.set_default("timeout", DEFAULT_TIMEOUT, group=GLANCE_GROUP)
-    conf.set_default(
-        "connect_retries", DEFAULT_CONNECT_RETRIES, group=GLANCE_GROUP
-    )
+    for name, value in _GLANCE_DEFAULTS.items():
+        conf.set_default(name, value, group=GLANCE_GROUP)
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -179,7 +186,9 @@ class Settings:
     chunk_size: int = 1024 * 1024
     verify_upload: bool = True
     hash_algo: str = "sha512"
-    conversion_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
+    conversion_dir: str = dataclasses.field(
+        default_factory=tempfile.gettempdir
+    )
     max_concurrent_uploads: int = 4
     fail_open: bool = False
 

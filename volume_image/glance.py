@@ -259,9 +259,14 @@ class GlanceClient:
         resp = self._request("GET", "/v2/info/stores")
         if resp.status_code == 200:
             return self._parse(resp, detailed=False)
-        if resp.status_code == 404 and _MULTISTORE_OFF in _message(resp).lower():
+        if (
+            resp.status_code == 404
+            and _MULTISTORE_OFF in _message(resp).lower()
+        ):
             return stores.StoreCatalog(stores=(), multistore=False)
-        raise from_response(resp, "GET /v2/info/stores", endpoint=self.endpoint)
+        raise from_response(
+            resp, "GET /v2/info/stores", endpoint=self.endpoint
+        )
 
     def _parse(
         self, resp: requests.Response, *, detailed: bool
@@ -281,7 +286,9 @@ class GlanceClient:
         """
         resp = self._request("POST", "/v2/images", json=meta)
         if resp.status_code != 201:
-            raise from_response(resp, "POST /v2/images", endpoint=self.endpoint)
+            raise from_response(
+                resp, "POST /v2/images", endpoint=self.endpoint
+            )
         image: dict[str, Any] = resp.json()
         return image
 
@@ -400,5 +407,25 @@ def _translate(
         )
     # refused, reset, timed out, TLS: the service cannot be asked now
     return errors.GlanceUnavailable(
-        f"Glance is unavailable: cannot {what}: {exc}", endpoint=endpoint
+        f"Glance is unavailable: {what} failed: {_cause(exc)}",
+        endpoint=endpoint,
     )
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def _cause(exc: Exception) -> str:
+    """The root cause of a connection failure, in a few words."""
+    if isinstance(exc, ks_exc.ConnectTimeout | requests.Timeout):
+        return "timed out"
+    if isinstance(exc, ks_exc.SSLError | requests.exceptions.SSLError):
+        return f"TLS error ({exc})"
+    match = _ERRNO.search(str(exc))
+    if match:
+        return match.group(1).strip().lower()
+    text = str(exc)
+    for marker in ("Connection aborted", "RemoteDisconnected", "reset"):
+        if marker in text:
+            return "the connection was cut"
+    return text

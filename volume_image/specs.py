@@ -86,7 +86,15 @@ def split_extra_specs(specs: Mapping[str, Any]) -> SplitSpecs:
                 value=value,
             )
         if norm not in KNOWN_KEYS:
-            close = difflib.get_close_matches(norm, KNOWN_KEYS, n=1, cutoff=0.6)
+            # compare what follows the namespace: the shared prefix alone
+            # would make every key look close
+            names = {k[len(NAMESPACE) :]: k for k in KNOWN_KEYS}
+            close = [
+                names[m]
+                for m in difflib.get_close_matches(
+                    norm[len(NAMESPACE) :], names, n=1, cutoff=0.6
+                )
+            ]
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise errors.UnknownSpecKey(
                 f"extra spec {key!r} is not a known image_service key and "

@@ -46,7 +46,10 @@ _FLAG = {
     "anyOf": [
         {"type": "boolean"},
         {"type": "null"},
-        {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"},
+        {
+            "type": "string",
+            "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$",
+        },
     ]
 }
 
@@ -135,7 +138,9 @@ def _flag(value: object) -> bool:
     return value is True
 
 
-def parse_stores(body: bytes | str | Any, *, detailed: bool = False) -> StoreCatalog:
+def parse_stores(
+    body: bytes | str | Any, *, detailed: bool = False
+) -> StoreCatalog:
     """Parse the body of ``GET /v2/info/stores``.
 
     :param body: the raw body (bytes or str) or an already decoded document.
@@ -198,7 +203,9 @@ def _has_control(value: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
-def check_store_id_syntax(value: object, key: str = "image_service:store_id") -> str:
+def check_store_id_syntax(
+    value: object, key: str = "image_service:store_id"
+) -> str:
     """Apply rules 1 and 2, which need no Glance.
 
     :param value: the spec value as the API received it.
@@ -208,6 +215,7 @@ def check_store_id_syntax(value: object, key: str = "image_service:store_id") ->
         whitespace or control characters.
     :raises ReservedStore: the ``os_glance_`` prefix.
     """
+
     def invalid(why: str) -> errors.InvalidStoreId:
         return errors.InvalidStoreId(
             f"{key} {why}; set it to the id of a Glance store "
@@ -222,8 +230,7 @@ def check_store_id_syntax(value: object, key: str = "image_service:store_id") ->
         raise invalid("is empty")
     if len(value) > STORE_ID_MAX_LENGTH:
         raise invalid(
-            f"is {len(value)} characters long (at most "
-            f"{STORE_ID_MAX_LENGTH})"
+            f"is {len(value)} characters long (at most {STORE_ID_MAX_LENGTH})"
         )
     # before the whitespace rule: "\n" is both, and the control
     # character is what must never reach an HTTP header
@@ -315,7 +322,9 @@ def check_store_id(
     return store
 
 
-def resolve_store(store_id: str | None, catalog: StoreCatalog) -> StoreInfo | None:
+def resolve_store(
+    store_id: str | None, catalog: StoreCatalog
+) -> StoreInfo | None:
     """Return the store an upload goes to.
 
     :param store_id: the named store, or None for Glance's default.

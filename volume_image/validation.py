@@ -75,7 +75,9 @@ class Validator:
     def __init__(self, cache: StoreCatalogCache) -> None:
         self.cache = cache
 
-    def validate_extra_specs(self, extra_specs: Mapping[str, Any]) -> specs.SplitSpecs:
+    def validate_extra_specs(
+        self, extra_specs: Mapping[str, Any]
+    ) -> specs.SplitSpecs:
         """Check a whole extra-spec set; Glance is asked only if needed.
 
         :param extra_specs: the specs of one write.

@@ -76,9 +76,9 @@ def ensure_venv(name: str) -> Path:
     interrupted build is thrown away and redone, never used.
     """
     reqs = VENVS[name]
-    key = hashlib.sha256(
-        "\n".join([sys.version, *reqs]).encode()
-    ).hexdigest()[:12]
+    key = hashlib.sha256("\n".join([sys.version, *reqs]).encode()).hexdigest()[
+        :12
+    ]
     root = cache_dir() / "venvs"
     venv = root / f"{name}-{key}"
     if (venv / ".complete").exists():
@@ -95,8 +95,14 @@ def ensure_venv(name: str) -> Path:
         log = root / f"{name}-{key}.pip.log"
         with open(log, "wb") as out:
             rc = subprocess.run(
-                [str(venv / "bin" / "python"), "-m", "pip", "install",
-                 "--disable-pip-version-check", *reqs],
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    *reqs,
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 check=False,
@@ -337,8 +343,13 @@ class GlanceServer(Server):
         return self.base / "stores" / store
 
     def prepare(self) -> None:
-        for sub in ("stores/fast", "stores/cheap", "stores/single",
-                    "staging", "tasks"):
+        for sub in (
+            "stores/fast",
+            "stores/cheap",
+            "stores/single",
+            "staging",
+            "tasks",
+        ):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         values = {
             "BASE": str(self.base),
@@ -352,12 +363,16 @@ class GlanceServer(Server):
             ),
             "STORES": "",
         }
-        stores_tpl = "stores-multi.conf" if self.multistore else "stores-single.conf"
+        stores_tpl = (
+            "stores-multi.conf" if self.multistore else "stores-single.conf"
+        )
         stores_text = (_TEMPLATES / stores_tpl).read_text()
         values["STORES"] = stores_text.replace("@BASE@", str(self.base))
         _render("glance-api.conf", self.etc / "glance-api.conf", values)
         _render("glance-uwsgi.ini", self.ini, values)
-        _render("glance-api-paste.ini", self.etc / "glance-api-paste.ini", values)
+        _render(
+            "glance-api-paste.ini", self.etc / "glance-api-paste.ini", values
+        )
         _render("policy.yaml", self.etc / "policy.yaml", values)
         _render("glance_devauth.py", self.etc / "glance_devauth.py", values)
         with open(self.base / "log" / "db_sync.log", "wb") as log:

@@ -5,7 +5,8 @@ only those the request did not send, so a test can still send its own
 ``X-Roles``/``X-Project-Id`` to exercise Glance's RBAC. Loopback tests only.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _DEFAULTS = {
     "HTTP_X_IDENTITY_STATUS": "Confirmed",
@@ -19,7 +20,10 @@ def filter_factory(global_conf: Any, **local_conf: Any) -> Callable[..., Any]:
     def _filter(app: Any) -> Any:
         def middleware(environ: dict[str, Any], start_response: Any) -> Any:
             for key, value in _DEFAULTS.items():
-                if key == "HTTP_X_PROJECT_ID" and "HTTP_X_TENANT_ID" in environ:
+                if (
+                    key == "HTTP_X_PROJECT_ID"
+                    and "HTTP_X_TENANT_ID" in environ
+                ):
                     continue
                 environ.setdefault(key, value)
             return app(environ, start_response)

@@ -1,0 +1,23 @@
+"""Shared unit-test fixtures: a Glance client over requests-mock."""
+
+from collections.abc import Iterator
+
+import pytest
+import requests_mock
+from keystoneauth1 import adapter, session
+
+from volume_image import glance
+
+URL = "http://glance.test:9292"
+
+
+@pytest.fixture
+def rmock() -> Iterator[requests_mock.Mocker]:
+    with requests_mock.Mocker() as mocker:
+        yield mocker
+
+
+@pytest.fixture
+def client(rmock: requests_mock.Mocker) -> glance.GlanceClient:
+    sess = session.Session(timeout=5)
+    return glance.GlanceClient(adapter.Adapter(sess, endpoint_override=URL))

@@ -1,0 +1,194 @@
+"""The pure store core: parsing /v2/info/stores and the four rules."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from volume_image import errors, stores
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def catalog() -> stores.StoreCatalog:
+    return stores.parse_stores((DATA / "stores-glance33.json").read_bytes())
+
+
+def test_parses_glance33_answer() -> None:
+    cat = catalog()
+    assert [s.id for s in cat.stores] == ["fast", "cheap", "web"]
+    assert cat.default is not None and cat.default.id == "fast"
+    assert cat.get("web") == stores.StoreInfo(
+        id="web", description="Read-only HTTP store", read_only=True
+    )
+    assert cat.writable_ids == ["cheap", "fast"]
+    assert cat.multistore and not cat.detailed
+
+
+def test_parses_detail_with_type_and_weight() -> None:
+    cat = stores.parse_stores(
+        (DATA / "stores-detail-glance33.json").read_text(), detailed=True
+    )
+    cheap = cat.get("cheap")
+    assert cheap is not None
+    assert (cheap.type, cheap.weight) == ("file", 100)
+    assert cat.detailed
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("true", True),
+        ("True", True),
+        ("TRUE", True),
+        ("false", False),
+        (True, True),
+        (False, False),
+        (None, False),
+        ("<absent>", False),
+    ],
+)
+def test_read_only_flag_in_every_spelling(
+    flag: object, expected: bool
+) -> None:
+    store: dict[str, object] = {"id": "s"}
+    if flag != "<absent>":
+        store["read-only"] = flag
+        store["default"] = flag
+    cat = stores.parse_stores({"stores": [store]})
+    assert cat.stores[0].read_only is expected
+    assert cat.stores[0].default is expected
+
+
+def test_json_boolean_read_only_store_is_rejected() -> None:
+    # upstream Cinder compares with the string "true" and lets this through
+    cat = stores.parse_stores({"stores": [{"id": "ro", "read-only": True}]})
+    with pytest.raises(errors.ReadOnlyStore):
+        stores.check_store_id("ro", cat)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"<html>oops</html>", "not JSON"),
+        (b"", "not JSON"),
+        (json.dumps([]), "wrong shape"),
+        (json.dumps({"store": []}), "wrong shape"),
+        (json.dumps({"stores": {}}), "stores"),
+        (json.dumps({"stores": [{"description": "no id"}]}), "stores/0"),
+        (json.dumps({"stores": [{"id": ""}]}), "stores/0/id"),
+        (json.dumps({"stores": [{"id": 7}]}), "stores/0/id"),
+        (
+            json.dumps({"stores": [{"id": "a", "read-only": "yes"}]}),
+            "read-only",
+        ),
+        (json.dumps({"stores": [{"id": "a", "default": 1}]}), "default"),
+        (json.dumps({"stores": []}), "no stores"),
+        (json.dumps({"stores": [{"id": "a"}, {"id": "a"}]}), "twice"),
+        (
+            json.dumps(
+                {
+                    "stores": [
+                        {"id": "a", "default": "true"},
+                        {"id": "b", "default": True},
+                    ]
+                }
+            ),
+            "more than one store as default",
+        ),
+    ],
+)
+def test_bad_answers_get_their_own_message(
+    body: object, fragment: str
+) -> None:
+    with pytest.raises(errors.BadStoreCatalog) as info:
+        stores.parse_stores(body)  # type: ignore[arg-type]
+    assert fragment in str(info.value)
+    assert info.value.exit_code == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "fragment"),
+    [
+        (None, errors.InvalidStoreId, "must be a string"),
+        (7, errors.InvalidStoreId, "must be a string"),
+        ("", errors.InvalidStoreId, "is empty"),
+        ("a" * 256, errors.InvalidStoreId, "256 characters"),
+        (" cheap", errors.InvalidStoreId, "did you mean 'cheap'"),
+        ("cheap ", errors.InvalidStoreId, "whitespace"),
+        ("cheap\r\nX-Evil: 1", errors.InvalidStoreId, "control characters"),
+        ("cheap\n", errors.InvalidStoreId, "control characters"),
+        ("ch\x00eap", errors.InvalidStoreId, "control characters"),
+        ("os_glance_staging_store", errors.ReservedStore, "reserved"),
+        ("OS_GLANCE_tasks_store", errors.ReservedStore, "reserved"),
+        ("nosuch", errors.UnknownStore, "writable stores (cheap, fast)"),
+        ("web", errors.ReadOnlyStore, "read-only"),
+    ],
+)
+def test_rules(value: object, error: type[Exception], fragment: str) -> None:
+    with pytest.raises(error) as info:
+        stores.check_store_id(value, catalog())
+    assert fragment in str(info.value)
+    assert isinstance(info.value, errors.SpecError)
+    assert info.value.http_status == 400 and info.value.exit_code == 3
+
+
+def test_reserved_is_rejected_even_when_glance_lists_it() -> None:
+    cat = stores.parse_stores({"stores": [{"id": "os_glance_staging_store"}]})
+    with pytest.raises(errors.ReservedStore):
+        stores.check_store_id("os_glance_staging_store", cat)
+
+
+def test_rule_order_syntax_before_reserved_before_lookup() -> None:
+    with pytest.raises(errors.InvalidStoreId):
+        stores.check_store_id(" os_glance_x", catalog())
+    with pytest.raises(errors.ReservedStore):
+        stores.check_store_id(
+            "os_glance_x", stores.StoreCatalog(multistore=False)
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "suggestion"),
+    [
+        ("CHEAP", "cheap"),
+        ("chep", "cheap"),
+        ("Fats", "fast"),
+        ("fsat", "fast"),
+        ("zzz", None),
+    ],
+)
+def test_did_you_mean(value: str, suggestion: str | None) -> None:
+    with pytest.raises(errors.UnknownStore) as info:
+        stores.check_store_id(value, catalog())
+    assert info.value.suggestion == suggestion
+    if suggestion:
+        assert f"Did you mean {suggestion!r}?" in str(info.value)
+    else:
+        assert "Did you mean" not in str(info.value)
+
+
+def test_valid_store_is_returned() -> None:
+    assert stores.check_store_id("cheap", catalog()).id == "cheap"
+
+
+def test_no_multistore_says_so() -> None:
+    with pytest.raises(errors.MultiStoreDisabled) as info:
+        stores.check_store_id("cheap", stores.StoreCatalog(multistore=False))
+    assert "without multi-store" in str(info.value)
+    assert info.value.http_status == 400 and info.value.exit_code == 4
+
+
+@pytest.mark.parametrize(
+    ("store_id", "expected"), [(None, "fast"), ("cheap", "cheap")]
+)
+def test_resolve_store(store_id: str | None, expected: str) -> None:
+    resolved = stores.resolve_store(store_id, catalog())
+    assert resolved is not None and resolved.id == expected
+
+
+def test_resolve_store_without_multistore_is_a_plain_upload() -> None:
+    assert (
+        stores.resolve_store(None, stores.StoreCatalog(multistore=False))
+        is None
+    )

@@ -1,0 +1,103 @@
+"""The catalog cache and the validator facade."""
+
+import threading
+import time
+
+import pytest
+import requests_mock
+
+from volume_image import errors, glance, stores, validation
+
+from .conftest import URL
+
+CAT = stores.parse_stores(
+    {"stores": [{"id": "fast", "default": "true"}, {"id": "cheap"}]}
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ttl() -> None:
+    calls = []
+    clock = Clock()
+
+    def fetch() -> stores.StoreCatalog:
+        calls.append(1)
+        return CAT
+
+    cache = validation.StoreCatalogCache(fetch, ttl=60, clock=clock)
+    cache.get()
+    clock.now += 59
+    cache.get()
+    assert len(calls) == 1
+    clock.now += 2
+    cache.get()
+    assert len(calls) == 2
+    cache.get(refresh=True)
+    assert len(calls) == 3
+
+
+def test_ttl_zero_always_fetches() -> None:
+    calls = []
+    cache = validation.StoreCatalogCache(lambda: calls.append(1) or CAT, ttl=0)
+    cache.get()
+    cache.get()
+    assert len(calls) == 2
+
+
+def test_failed_fetch_is_not_cached() -> None:
+    answers: list[object] = [errors.GlanceUnavailable("down"), CAT]
+
+    def fetch() -> stores.StoreCatalog:
+        item = answers.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item  # type: ignore[return-value]
+
+    cache = validation.StoreCatalogCache(fetch, ttl=60)
+    with pytest.raises(errors.GlanceUnavailable):
+        cache.get()
+    assert cache.get() is CAT
+
+
+def test_concurrent_cold_cache_fetches_once() -> None:
+    calls = []
+
+    def fetch() -> stores.StoreCatalog:
+        calls.append(1)
+        time.sleep(0.05)
+        return CAT
+
+    cache = validation.StoreCatalogCache(fetch, ttl=60)
+    threads = [threading.Thread(target=cache.get) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+
+
+def test_warm_cache_validation_makes_no_request(
+    rmock: requests_mock.Mocker, client: glance.GlanceClient
+) -> None:
+    rmock.get(
+        URL + "/v2/info/stores/detail",
+        json={"stores": [{"id": "fast", "default": "true"}, {"id": "cheap"}]},
+    )
+    validator = validation.Validator(
+        validation.StoreCatalogCache(client.get_store_catalog, ttl=60)
+    )
+    validator.validate_extra_specs({"image_service:store_id": "cheap"})
+    assert rmock.call_count == 1
+    for _ in range(5):
+        validator.validate_extra_specs({"image_service:store_id": "fast"})
+        assert validator.check_store("cheap").id == "cheap"
+        with pytest.raises(errors.UnknownStore):
+            validator.check_store("nosuch")
+    assert rmock.call_count == 1
