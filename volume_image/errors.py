@@ -96,8 +96,15 @@ class VolumeImageError(Exception):
         self.status_code = status_code
         self.request_id = request_id
         self.endpoint = endpoint
+        #: what the caller should know beyond the message (e.g. cleanup
+        #: that could not be done)
+        self.hints: list[str] = []
 
     def __str__(self) -> str:
+        text = self._base()
+        return " ".join([text, *self.hints])
+
+    def _base(self) -> str:
         extra = []
         if self.endpoint:
             extra.append(f"endpoint {self.endpoint}")

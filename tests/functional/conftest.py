@@ -1,0 +1,99 @@
+"""Real servers for the functional tests, started once per session.
+
+The launcher builds each server's virtualenv on first use (cached under
+``$VOLUME_IMAGE_CACHE``); a failing test gets the tail of every server's
+log in its report.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from keystoneauth1 import adapter, session
+
+from volume_image import glance
+from volume_image.testing import launcher
+
+_SERVERS: list[launcher.Server] = []
+
+
+def _start(server: launcher.Server) -> launcher.Server:
+    server.start()
+    _SERVERS.append(server)
+    return server
+
+
+@pytest.fixture(scope="session")
+def glance_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.GlanceServer]:
+    """Glance 33: fast (file, default), cheap (file), web (http, read-only)."""
+    server = launcher.GlanceServer(tmp_path_factory.mktemp("glance"))
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def glance_single(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.GlanceServer]:
+    """Glance 33 without enabled_backends (no multi-store)."""
+    server = launcher.GlanceServer(
+        tmp_path_factory.mktemp("glance-single"), multistore=False, processes=1
+    )
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A loopback URL where nothing listens."""
+    return f"http://127.0.0.1:{launcher.free_port()}"
+
+
+def make_client(
+    url: str, headers: dict[str, str] | None = None, retries: int = 0
+) -> glance.GlanceClient:
+    """A token-less client; ``headers`` can set a devauth identity."""
+    sess = session.Session(timeout=30)
+    return glance.GlanceClient(
+        adapter.Adapter(
+            sess,
+            endpoint_override=url,
+            additional_headers=headers or {},
+            connect_retries=retries,
+        )
+    )
+
+
+@pytest.fixture
+def client(glance_server: launcher.GlanceServer) -> glance.GlanceClient:
+    return make_client(glance_server.url)
+
+
+def count_requests(server: launcher.Server, fragment: str) -> int:
+    """How many access-log lines of ``server`` contain ``fragment``."""
+    return sum(
+        1
+        for line in server.log_path.read_text(errors="replace").splitlines()
+        if fragment in line and "=>" in line
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report = yield
+    if report.failed:  # type: ignore[attr-defined]
+        for server in _SERVERS:
+            report.sections.append(  # type: ignore[attr-defined]
+                (f"{server.name} log ({server.log_path})", server.log_tail(60))
+            )
+    return report
+
+
+def data_dir() -> Path:
+    return Path(__file__).parent.parent / "data"

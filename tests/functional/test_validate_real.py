@@ -1,0 +1,182 @@
+"""Store discovery and validation against a real Glance 33."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from volume_image import errors, validation
+from volume_image.testing import launcher
+
+from .conftest import count_requests, make_client
+
+pytestmark = pytest.mark.functional
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "volume_image.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+
+
+def noauth(url: str) -> list[str]:
+    return ["--os-auth-type", "none", "--os-endpoint", url]
+
+
+def test_stores_table(glance_server: launcher.GlanceServer) -> None:
+    r = cli(*noauth(glance_server.url), "stores")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == [
+        "id", "default", "read-only", "description", "type", "weight"
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["fast"][1:3] == ["yes", "no"]
+    assert rows["cheap"][1:3] == ["no", "no"]
+    assert rows["web"][1:3] == ["no", "yes"]
+    assert rows["web"][-2:] == ["http", "0"]
+
+
+def test_stores_json_has_real_booleans(glance_server: launcher.GlanceServer) -> None:
+    r = cli("--os-endpoint-override", glance_server.url, "stores", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    by_id = {s["id"]: s for s in doc["stores"]}
+    assert by_id["fast"]["default"] is True
+    assert by_id["web"]["read_only"] is True
+    assert by_id["cheap"]["read_only"] is False
+    assert by_id["cheap"]["type"] == "file"
+    assert doc["detailed"] is True
+    # reserved stores are never listed by Glance
+    assert not [i for i in by_id if i.startswith("os_glance_")]
+
+
+def test_env_variables_work(glance_server: launcher.GlanceServer) -> None:
+    r = cli("stores", "-f", "json",
+            env={"OS_AUTH_TYPE": "none", "OS_ENDPOINT": glance_server.url})
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["stores"]) == 3
+
+
+@pytest.mark.parametrize("auth", ["", "auth_type = none\nendpoint = {url}\n"])
+def test_config_file(
+    glance_server: launcher.GlanceServer, tmp_path: Path, auth: str
+) -> None:
+    conf = tmp_path / "volume_image.conf"
+    body = auth.format(url=glance_server.url) or (
+        f"endpoint_override = {glance_server.url}\n"
+    )
+    conf.write_text("[glance]\n" + body)
+    r = cli("--config-file", str(conf), "validate", "image_service:store_id=cheap")
+    assert r.returncode == 0, r.stderr
+    assert "valid" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "fragment"),
+    [
+        ("image_service:store_id=cheap", 0, "valid"),
+        ("image_service:store_id=fast", 0, "valid"),
+        ("image_service:store_id=nosuch", 3, "Glance has no store 'nosuch'"),
+        ("image_service:store_id=Cheap", 3, "Did you mean 'cheap'?"),
+        ("image_service:store_id=web", 3, "read-only"),
+        ("image_service:store_id=os_glance_staging_store", 3, "reserved"),
+        ("image_service:store_id=os_glance_tasks_store", 3, "reserved"),
+        ("image_service:store_id= cheap", 3, "whitespace"),
+        ("image_service:store_id=", 3, "is empty"),
+        ("image_service:storeid=cheap", 3, "Did you mean 'image_service:store_id'"),
+        ("Image_Service:Store_Id=nosuch", 3, "no store 'nosuch'"),
+        ("Image_Service:Store_Id=cheap", 0, "valid"),
+    ],
+)
+def test_validate_rules(
+    glance_server: launcher.GlanceServer, spec: str, code: int, fragment: str
+) -> None:
+    r = cli(*noauth(glance_server.url), "validate", spec, "volume_backend_name=lvm")
+    assert r.returncode == code, r.stdout + r.stderr
+    assert fragment in (r.stdout + r.stderr)
+    if code:
+        assert "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_validate_json(glance_server: launcher.GlanceServer) -> None:
+    r = cli(*noauth(glance_server.url), "validate", "-f", "json",
+            "image_service:store_id=chep", "volume_backend_name=lvm")
+    assert r.returncode == 3
+    doc = json.loads(r.stdout)
+    assert doc["valid"] is False
+    assert (doc["error"], doc["suggestion"]) == ("UnknownStore", "cheap")
+    r = cli(*noauth(glance_server.url), "validate", "-f", "json",
+            "image_service:store_id=cheap", "volume_backend_name=lvm")
+    doc = json.loads(r.stdout)
+    assert doc["valid"] is True
+    assert doc["backend_specs"] == {"volume_backend_name": "lvm"}
+
+
+def test_usage_errors_exit_2(glance_server: launcher.GlanceServer) -> None:
+    assert cli(*noauth(glance_server.url), "validate", "novalue").returncode == 2
+    assert cli("stores").returncode == 2
+    assert cli("bogus").returncode == 2
+
+
+def test_glance_down(closed_url: str) -> None:
+    r = cli(*noauth(closed_url), "validate", "image_service:store_id=cheap")
+    assert r.returncode == 4
+    assert "Glance is unavailable" in r.stderr and closed_url in r.stderr
+    assert "connection refused" in r.stderr
+    assert "Traceback" not in r.stderr
+    # --debug shows the traceback
+    r = cli("--debug", *noauth(closed_url), "stores")
+    assert r.returncode == 4 and "Traceback" in r.stderr
+
+
+def test_specs_without_store_validate_with_glance_down(closed_url: str) -> None:
+    r = cli(*noauth(closed_url), "validate", "volume_backend_name=lvm")
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_multistore(glance_single: launcher.GlanceServer) -> None:
+    r = cli(*noauth(glance_single.url), "stores")
+    assert r.returncode == 4
+    assert "without multi-store" in r.stderr
+    r = cli(*noauth(glance_single.url), "validate", "image_service:store_id=file")
+    assert r.returncode == 4
+    assert "cannot be honoured" in r.stderr and "unknown" not in r.stderr.lower()
+    r = cli(*noauth(glance_single.url), "validate", "volume_backend_name=x")
+    assert r.returncode == 0
+
+
+def test_member_falls_back_to_basic_list(glance_server: launcher.GlanceServer) -> None:
+    member = make_client(
+        glance_server.url, {"X-Roles": "member,reader", "X-Project-Id": "p1"}
+    )
+    cat = member.get_store_catalog()
+    assert not cat.detailed
+    assert cat.get("cheap") is not None and cat.get("cheap").type is None  # type: ignore[union-attr]
+    admin = make_client(glance_server.url).get_store_catalog()
+    assert admin.detailed and admin.get("cheap").type == "file"  # type: ignore[union-attr]
+
+
+def test_warm_cache_makes_no_request(glance_server: launcher.GlanceServer) -> None:
+    validator = validation.Validator(
+        validation.StoreCatalogCache(
+            make_client(glance_server.url).get_store_catalog, ttl=300
+        )
+    )
+    validator.validate_extra_specs({"image_service:store_id": "cheap"})
+    before = count_requests(glance_server, "/v2/info/stores")
+    for _ in range(10):
+        validator.validate_extra_specs({"image_service:store_id": "fast"})
+        with pytest.raises(errors.ReadOnlyStore):
+            validator.check_store("web")
+    assert count_requests(glance_server, "/v2/info/stores") == before

@@ -1,0 +1,662 @@
+"""The upload pipeline: a volume becomes a Glance image in the right store.
+
+::
+
+    resolve the store (spec, cached catalog) -> convert/compress if asked
+    -> create the image (unless given) -> PUT the metered stream
+    -> verify what Glance reports -> UploadResult
+    on failure: retry what is provably retriable from byte 0, else clean up
+
+Nothing is created for a store already known to be invalid.  A retry never
+resends a half-read stream: it waits until Glance has put the image back
+to ``queued`` and reopens the source at byte 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from volume_image import config, convert, errors, glance, specs, stores
+from volume_image.validation import StoreCatalogCache
+
+__all__ = [
+    "ImageMeta",
+    "Source",
+    "UploadResult",
+    "Uploader",
+]
+
+LOG = logging.getLogger(__name__)
+
+#: ``progress(bytes_done, bytes_total)``, called after every chunk
+ProgressCallback = Callable[[int, int], None]
+
+_RETRY_DELAY_CAP = 30.0
+# Glance restores an image to queued within ~0.2 s of a read error
+_QUEUED_WAIT = 15.0
+_CLEANUP_STATES = ("queued", "saving")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMeta:
+    """What the new image is called and how its data is packaged.
+
+    :ivar properties: further image fields and properties, sent as given
+        to ``POST /v2/images``.
+    """
+
+    name: str
+    disk_format: str = "raw"
+    container_format: str = "bare"
+    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        """The ``POST /v2/images`` body."""
+        return {
+            **self.properties,
+            "name": self.name,
+            "disk_format": self.disk_format,
+            "container_format": self.container_format,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadResult:
+    """What an upload produced, as Glance confirmed it."""
+
+    image_id: str
+    store: str | None
+    size: int
+    checksum: str
+    os_hash_algo: str
+    os_hash_value: str
+    seconds: float
+    attempts: int
+    verified: bool
+
+    @property
+    def throughput(self) -> float:
+        """Bytes per second over the whole call."""
+        return self.size / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+class Source:
+    """A volume to read: a path (file or block device), or an open binary
+    file with a known size.
+
+    Each :meth:`open` starts at byte 0, which is what makes a retry safe.
+    A file object that cannot seek can be sent once, never retried.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        fileobj: IO[bytes] | None = None,
+        size: int | None = None,
+    ) -> None:
+        if (path is None) == (fileobj is None):
+            raise ValueError("give exactly one of path and fileobj")
+        self.path = None if path is None else Path(path)
+        self._fileobj = fileobj
+        if fileobj is not None:
+            if size is None:
+                raise ValueError("a file object needs its size")
+            self.size = size
+            self._opened = False
+        else:
+            self.size = self._path_size() if size is None else size
+
+    def _path_size(self) -> int:
+        assert self.path is not None
+        try:
+            st = self.path.stat()
+            if stat.S_ISBLK(st.st_mode):
+                # a block device's st_size is 0: ask the device
+                with open(self.path, "rb") as dev:
+                    return dev.seek(0, os.SEEK_END)
+            if not stat.S_ISREG(st.st_mode):
+                raise errors.SourceError(
+                    f"{self.path} is neither a file nor a block device"
+                )
+            return st.st_size
+        except OSError as exc:
+            raise errors.SourceError(
+                f"cannot read volume {self.path}: {exc.strerror}"
+            ) from exc
+
+    @property
+    def retriable(self) -> bool:
+        """Whether the source can be read again from byte 0."""
+        if self._fileobj is None:
+            return True
+        try:
+            return self._fileobj.seekable()
+        except (OSError, ValueError):
+            return False
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[IO[bytes]]:
+        """Yield the source positioned at byte 0."""
+        if self._fileobj is not None:
+            if self._opened:
+                if not self.retriable:
+                    raise errors.SourceError(
+                        "the source cannot seek, so it cannot be sent again"
+                    )
+                self._fileobj.seek(0)
+            self._opened = True
+            yield self._fileobj
+            return
+        assert self.path is not None
+        try:
+            f = open(self.path, "rb")
+        except OSError as exc:
+            raise errors.SourceError(
+                f"cannot open volume {self.path}: {exc.strerror}"
+            ) from exc
+        with f:
+            yield f
+
+
+class MeteredBody:
+    """A single-use upload body: reads the source in chunks, counts and
+    hashes every byte, reports progress, honours cancellation, and fails
+    if the source ends early.
+
+    ``len()`` is the declared size, so requests sends ``Content-Length``.
+    """
+
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        size: int,
+        *,
+        chunk_size: int,
+        hash_algo: str,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        chunk_filter: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self._f = fileobj
+        self.size = size
+        self._chunk = chunk_size
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.hash = hashlib.new(hash_algo)
+        self.sent = 0
+        self._progress = progress
+        self._cancel = cancel
+        self._filter = chunk_filter
+        self._used = False
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        # keystoneauth's debug log prints the body: never the bytes
+        return f"<MeteredBody {self.size} bytes>"
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._used:
+            raise RuntimeError("an upload body can be sent only once")
+        self._used = True
+        while self.sent < self.size:
+            if self._cancel is not None and self._cancel.is_set():
+                raise errors.UploadCancelled("upload cancelled")
+            try:
+                chunk = self._f.read(min(self._chunk, self.size - self.sent))
+            except OSError as exc:
+                raise errors.SourceError(
+                    f"reading the volume failed at byte {self.sent}: {exc}"
+                ) from exc
+            if not chunk:
+                raise errors.SourceError(
+                    f"the volume ended at byte {self.sent} of {self.size}"
+                )
+            self.md5.update(chunk)
+            self.hash.update(chunk)
+            self.sent += len(chunk)
+            if self._progress is not None:
+                self._progress(self.sent, self.size)
+            # the test seam: what is sent may differ from what is hashed
+            yield self._filter(chunk) if self._filter else chunk
+
+
+_SLOTS_LOCK = threading.Lock()
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _slots(limit: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore for a concurrency cap."""
+    with _SLOTS_LOCK:
+        if limit not in _SLOTS:
+            _SLOTS[limit] = threading.BoundedSemaphore(limit)
+        return _SLOTS[limit]
+
+
+def _is_retriable(exc: errors.VolumeImageError) -> bool:
+    # connection refused/reset/cut (no status) or 503; never a 500, which
+    # Glance also answers for data it could not read
+    return isinstance(exc, errors.GlanceUnavailable) and exc.status_code in (
+        None,
+        503,
+    )
+
+
+def _pause(seconds: float, cancel: threading.Event | None) -> None:
+    """Sleep, but wake up and raise when the upload is cancelled."""
+    if cancel is None:
+        time.sleep(seconds)
+    elif cancel.wait(seconds):
+        raise errors.UploadCancelled("upload cancelled")
+
+
+class Uploader:
+    """Uploads volumes to Glance; thread-safe, one per process is enough.
+
+    :param client: the Glance client.
+    :param settings: the ``[volume_image]`` settings.
+    :param cache: a catalog cache to share with validators; one is made
+        from ``client`` when not given.
+    """
+
+    def __init__(
+        self,
+        client: glance.GlanceClient,
+        settings: config.Settings | None = None,
+        *,
+        cache: StoreCatalogCache | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings or config.Settings()
+        self.cache = cache or StoreCatalogCache(
+            client.get_store_catalog, ttl=self.settings.store_cache_ttl
+        )
+        self._slots = _slots(self.settings.max_concurrent_uploads)
+        #: test seam: applied to each chunk after hashing, before sending
+        self.chunk_filter: Callable[[bytes], bytes] | None = None
+
+    def resolve_store(
+        self,
+        *,
+        extra_specs: Mapping[str, Any] | None = None,
+        store_id: str | None = None,
+    ) -> tuple[str | None, stores.StoreInfo | None]:
+        """Decide where an upload goes, from the cached catalog.
+
+        :returns: (the store to name in the request or None for the
+            default, the store expected to hold the image or None when
+            Glance has no multi-store).
+        :raises SpecError: the named store is invalid.
+        :raises GlanceError: the catalog could not be had.
+        """
+        if extra_specs is not None and store_id is not None:
+            raise ValueError("give extra_specs or store_id, not both")
+        key = specs.STORE_ID_KEY
+        if extra_specs is not None:
+            split = specs.split_extra_specs(extra_specs)
+            if split.has_store_id:
+                key = split.original_keys[specs.STORE_ID_KEY]
+                store_id = split.store_id
+        if store_id is not None:
+            # local rules first: a reserved or malformed id costs nothing
+            stores.check_store_id_syntax(store_id, key)
+        catalog = self.cache.get()
+        if store_id is not None:
+            store = catalog.get(store_id) if catalog.multistore else None
+            if store is None and catalog.multistore:
+                # maybe added since the catalog was cached: ask once more
+                catalog = self.cache.get(refresh=True)
+            return store_id, stores.check_store_id(store_id, catalog, key)
+        return None, catalog.default
+
+    def upload(
+        self,
+        source: Source | str | os.PathLike[str],
+        meta: ImageMeta | None = None,
+        *,
+        extra_specs: Mapping[str, Any] | None = None,
+        store_id: str | None = None,
+        image_id: str | None = None,
+        source_format: str = "raw",
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> UploadResult:
+        """Upload a volume and return what Glance confirmed.
+
+        :param source: the volume: a :class:`Source` or a path.
+        :param meta: the image's name and formats; may be omitted with
+            ``image_id``, whose own formats are then used.
+        :param extra_specs: the volume type's extra specs, whose
+            ``image_service:store_id`` names the store.
+        :param store_id: an explicit store instead of ``extra_specs``.
+        :param image_id: an existing ``queued`` image to fill (Cinder's API
+            creates it before the volume service uploads).
+        :param source_format: the volume's own format, for qemu-img.
+        :param progress: called with (bytes done, bytes total).
+        :param cancel: set from another thread to cancel and clean up.
+        :raises SpecError: the store is invalid; nothing was created.
+        :raises GlanceError: Glance could not be asked or refused us.
+        :raises UploadError: the upload failed and was cleaned up.
+        """
+        t0 = time.monotonic()
+        src = source if isinstance(source, Source) else Source(source)
+        header_store, target = self.resolve_store(
+            extra_specs=extra_specs, store_id=store_id
+        )
+        with self._slots:
+            if image_id is not None:
+                image = self.client.get_image(image_id)
+                if image.get("status") != "queued":
+                    raise errors.ImageStateConflict(
+                        f"image {image_id} is {image.get('status')!r}, not "
+                        "'queued'; it cannot take data",
+                        image_id=image_id,
+                    )
+                if meta is None:
+                    meta = ImageMeta(
+                        name=image.get("name") or "",
+                        disk_format=image.get("disk_format") or "raw",
+                        container_format=image.get("container_format")
+                        or "bare",
+                    )
+            if meta is None:
+                raise ValueError("meta is needed when no image_id is given")
+            workdir = Path(
+                tempfile.mkdtemp(
+                    prefix="volume_image-", dir=self.settings.conversion_dir
+                )
+            )
+            try:
+                payload = self._prepare(
+                    src, meta, source_format, workdir, cancel
+                )
+                return self._upload(
+                    payload,
+                    meta,
+                    header_store,
+                    target,
+                    image_id,
+                    progress,
+                    cancel,
+                    t0,
+                )
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def _prepare(
+        self,
+        src: Source,
+        meta: ImageMeta,
+        source_format: str,
+        workdir: Path,
+        cancel: threading.Event | None,
+    ) -> Source:
+        """Convert and compress as the formats ask; return what to send."""
+        payload = src
+        fmt = meta.disk_format
+        if fmt != source_format:
+            if fmt not in convert.CONVERTIBLE_FORMATS:
+                raise errors.ConversionError(
+                    f"cannot convert to disk_format {fmt!r}; supported: "
+                    f"{', '.join(convert.CONVERTIBLE_FORMATS)}"
+                )
+            if src.path is None:
+                raise errors.SourceError(
+                    "conversion needs a source path, not a file object"
+                )
+            payload = Source(
+                convert.convert(
+                    src.path, source_format, fmt, workdir, cancel=cancel
+                )
+            )
+        if meta.container_format == "compressed":
+            if payload.path is None:
+                raise errors.SourceError(
+                    "compression needs a source path, not a file object"
+                )
+            payload = Source(
+                convert.compress(
+                    payload.path,
+                    payload.size,
+                    workdir,
+                    chunk_size=self.settings.chunk_size,
+                    cancel=cancel,
+                )
+            )
+        return payload
+
+    def _upload(
+        self,
+        src: Source,
+        meta: ImageMeta,
+        header_store: str | None,
+        target: stores.StoreInfo | None,
+        image_id: str | None,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        t0: float,
+    ) -> UploadResult:
+        created = image_id is None
+        if image_id is None:
+            image_id = self.client.create_image(meta.body())["id"]
+        assert image_id is not None
+        LOG.info(
+            "uploading %d bytes to image %s, store %s",
+            src.size,
+            image_id,
+            header_store or "(default)",
+        )
+        try:
+            body, attempts = self._send(
+                src, image_id, header_store, progress, cancel
+            )
+            verified = False
+            checksum = body.md5.hexdigest()
+            hash_value = body.hash.hexdigest()
+            landed = target.id if target else None
+            if self.settings.verify_upload:
+                landed = self._verify(image_id, body, target)
+                verified = True
+        except BaseException as exc:
+            self._cleanup(image_id, created, exc)
+            raise
+        seconds = time.monotonic() - t0
+        LOG.info(
+            "image %s: %d bytes in store %s in %.1fs (%d attempt(s))",
+            image_id,
+            src.size,
+            landed,
+            seconds,
+            attempts,
+        )
+        return UploadResult(
+            image_id=image_id,
+            store=landed,
+            size=src.size,
+            checksum=checksum,
+            os_hash_algo=self.settings.hash_algo,
+            os_hash_value=hash_value,
+            seconds=seconds,
+            attempts=attempts,
+            verified=verified,
+        )
+
+    def _send(
+        self,
+        src: Source,
+        image_id: str,
+        header_store: str | None,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> tuple[MeteredBody, int]:
+        settings = self.settings
+        timeout = (
+            self.client.adapter.session.timeout or config.DEFAULT_TIMEOUT,
+            settings.upload_read_timeout,
+        )
+        attempt = 0
+        retries_left = settings.upload_retries
+        reauthenticated = False
+        while True:
+            attempt += 1
+            with src.open() as f:
+                body = MeteredBody(
+                    f,
+                    src.size,
+                    chunk_size=settings.chunk_size,
+                    hash_algo=settings.hash_algo,
+                    progress=progress,
+                    cancel=cancel,
+                    chunk_filter=self.chunk_filter,
+                )
+                try:
+                    self.client.upload_image_data(
+                        image_id,
+                        body,
+                        src.size,
+                        store_id=header_store,
+                        timeout=timeout,
+                    )
+                    return body, attempt
+                except errors.GlanceAuthError as exc:
+                    # a token that expired mid-upload: Glance deleted the
+                    # data; authenticate again and send once more
+                    if exc.status_code != 401 or reauthenticated:
+                        raise
+                    reauthenticated = True
+                    LOG.warning(
+                        "image %s: 401 during upload; authenticating again",
+                        image_id,
+                    )
+                    self.client.invalidate()
+                except errors.VolumeImageError as exc:
+                    if (
+                        not _is_retriable(exc)
+                        or retries_left <= 0
+                        or not src.retriable
+                    ):
+                        raise
+                    retries_left -= 1
+                    delay = min(
+                        settings.upload_retry_delay
+                        * 2 ** (settings.upload_retries - retries_left - 1),
+                        _RETRY_DELAY_CAP,
+                    )
+                    LOG.warning(
+                        "image %s: attempt %d failed after %d bytes (%s); "
+                        "retrying in %.1fs from byte 0",
+                        image_id,
+                        attempt,
+                        body.sent,
+                        exc,
+                        delay,
+                    )
+                    _pause(delay, cancel)
+            self._wait_until_queued(image_id, cancel)
+
+    def _wait_until_queued(
+        self, image_id: str, cancel: threading.Event | None
+    ) -> None:
+        """Wait until Glance has restored the image after a failed send."""
+        deadline = time.monotonic() + _QUEUED_WAIT
+        while True:
+            status = self.client.get_image(image_id).get("status")
+            if status == "queued":
+                return
+            if status != "saving" or time.monotonic() > deadline:
+                raise errors.ImageStateConflict(
+                    f"image {image_id} is {status!r} after a failed upload "
+                    "and Glance did not put it back to 'queued'; it cannot "
+                    "be retried",
+                    image_id=image_id,
+                )
+            _pause(0.2, cancel)
+
+    def _verify(
+        self,
+        image_id: str,
+        body: MeteredBody,
+        target: stores.StoreInfo | None,
+    ) -> str | None:
+        """Compare what Glance reports with what we sent.
+
+        :returns: the store the image landed in.
+        :raises IntegrityError: any mismatch.
+        """
+        image = self.client.get_image(image_id)
+        problems = []
+        if image.get("status") != "active":
+            problems.append(f"status is {image.get('status')!r}, not 'active'")
+        if image.get("size") != body.sent:
+            problems.append(
+                f"size is {image.get('size')}, we sent {body.sent}"
+            )
+        if image.get("checksum") != body.md5.hexdigest():
+            problems.append(
+                f"checksum is {image.get('checksum')}, we sent "
+                f"{body.md5.hexdigest()}"
+            )
+        algo = image.get("os_hash_algo")
+        if algo == self.settings.hash_algo:
+            if image.get("os_hash_value") != body.hash.hexdigest():
+                problems.append(f"os_hash_value ({algo}) differs")
+        else:
+            LOG.warning(
+                "image %s: Glance hashes with %s, we with %s; only size and "
+                "checksum were compared",
+                image_id,
+                algo,
+                self.settings.hash_algo,
+            )
+        landed = [s for s in (image.get("stores") or "").split(",") if s]
+        if target is not None and target.id not in landed:
+            problems.append(
+                f"it is in store(s) {','.join(landed) or '(none)'}, not "
+                f"{target.id!r}"
+            )
+        if problems:
+            raise errors.IntegrityError(
+                f"image {image_id} does not match what was sent: "
+                + "; ".join(problems)
+                + ". It has been deleted.",
+                image_id=image_id,
+            )
+        return target.id if target else (landed[0] if landed else None)
+
+    def _cleanup(
+        self, image_id: str, created: bool, exc: BaseException
+    ) -> None:
+        """Delete what this call made; never anything else."""
+        try:
+            if not created and not isinstance(exc, errors.IntegrityError):
+                # a caller's image: only while it holds no data
+                status = self.client.get_image(image_id).get("status")
+                if status not in _CLEANUP_STATES:
+                    return
+            self.client.delete_image(image_id)
+            LOG.info("image %s deleted after a failed upload", image_id)
+        except errors.VolumeImageError as cleanup_exc:
+            hint = (
+                f"image {image_id} could not be deleted ({cleanup_exc}); it "
+                "may be left in 'saving' state: delete it when Glance is back"
+            )
+            LOG.error(hint)
+            if isinstance(exc, errors.VolumeImageError):
+                exc.hints.append(hint)
