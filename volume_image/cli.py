@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -27,7 +29,7 @@ from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
-from volume_image import config, errors, glance, specs, validation
+from volume_image import config, errors, glance, specs, upload, validation
 
 __all__ = [
     "EXIT_GLANCE",
@@ -106,6 +108,62 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     )
     _add_format(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "upload",
+        help="upload a volume to a Glance image",
+        description="Stream a volume (file or block device) to the store "
+        "its volume type names, or to Glance's default store, then verify "
+        "what Glance stored. Exit 5 when the upload fails; nothing is "
+        "left behind.",
+    )
+    p.add_argument("path", metavar="PATH", help="volume file or block device")
+    p.add_argument("--name", help="image name (required without --image-id)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--store-id", metavar="ID", help="the target store")
+    where.add_argument(
+        "--extra-spec",
+        metavar="KEY=VALUE",
+        action="append",
+        help="a volume-type extra spec; image_service:store_id names the "
+        "store. Repeatable.",
+    )
+    p.add_argument(
+        "--disk-format",
+        default="raw",
+        help="image disk_format; other than the source format means a "
+        "qemu-img conversion (default: raw)",
+    )
+    p.add_argument(
+        "--container-format",
+        default="bare",
+        help="image container_format; 'compressed' gzips (default: bare)",
+    )
+    p.add_argument(
+        "--source-format",
+        default="raw",
+        help="format of the volume itself (default: raw)",
+    )
+    p.add_argument(
+        "--image-id",
+        metavar="ID",
+        help="fill this existing 'queued' image instead of creating one",
+    )
+    p.add_argument(
+        "--property",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="an image property. Repeatable.",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    _add_format(p)
+    p.set_defaults(func=cmd_upload)
     return parser
 
 
@@ -129,10 +187,12 @@ class Context:
         args: argparse.Namespace,
         conf: cfg.ConfigOpts,
         out: TextIO,
+        err: TextIO,
     ) -> None:
         self.args = args
         self.conf = conf
         self.out = out
+        self.err = err
         self.settings = config.Settings.from_conf(conf)
         self._client: glance.GlanceClient | None = None
 
@@ -313,6 +373,91 @@ def cmd_validate(ctx: Context) -> int:
     return EXIT_OK
 
 
+class _ProgressBar:
+    """A one-line progress bar on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        frac = done / total if total else 1.0
+        rate = done / max(now - self.t0, 1e-6) / 1e6
+        bar = "#" * int(frac * 30)
+        self.stream.write(
+            f"\r[{bar:<30}] {frac:6.1%} {done / 1e6:9.1f} MB {rate:7.1f} MB/s"
+        )
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def cmd_upload(ctx: Context) -> int:
+    """``upload``: stream a volume to Glance and verify it."""
+    args = ctx.args
+    if args.name is None and args.image_id is None:
+        raise UsageError("give --name (or --image-id of a queued image)")
+    meta = None
+    if args.name is not None:
+        meta = upload.ImageMeta(
+            name=args.name,
+            disk_format=args.disk_format,
+            container_format=args.container_format,
+            properties=_parse_specs(args.property),
+        )
+    extra = _parse_specs(args.extra_spec) if args.extra_spec else None
+    show = args.progress
+    if show is None:
+        show = ctx.err.isatty()
+    uploader = upload.Uploader(ctx.client, ctx.settings)
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = uploader.upload(
+                args.path,
+                meta,
+                extra_specs=extra,
+                store_id=args.store_id,
+                image_id=args.image_id,
+                source_format=args.source_format,
+                progress=_ProgressBar(ctx.err) if show else None,
+                cancel=cancel,
+            )
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    # the upload runs in a thread so that Ctrl-C cancels it cleanly
+    worker = threading.Thread(target=work, name="volume-image-upload")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        cancel.set()
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result: upload.UploadResult = outcome["result"]
+    if args.format == "json":
+        ctx.print_json({**result.as_dict(), "throughput": result.throughput})
+        return EXIT_OK
+    rows = [[k, str(v)] for k, v in result.as_dict().items()]
+    ctx.print(_table(rows, ["field", "value"]))
+    ctx.print(
+        f"uploaded {result.size / 1e6:.1f} MB to store "
+        f"{result.store or '(default)'} in {result.seconds:.2f}s "
+        f"({result.throughput / 1e6:.1f} MB/s)"
+    )
+    return EXIT_OK
+
+
 def _load_conf(files: list[str]) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     config.register_opts(conf)
@@ -357,7 +502,7 @@ def main(
         logging.getLogger("keystoneauth").setLevel(logging.ERROR)
     func: Callable[[Context], int] = args.func
     try:
-        ctx = Context(args, _load_conf(args.config_file), out)
+        ctx = Context(args, _load_conf(args.config_file), out, err)
         return func(ctx)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=err)
@@ -365,6 +510,9 @@ def main(
     except cfg.Error as exc:
         print(f"{PROG}: error: configuration: {exc}", file=err)
         return EXIT_USAGE
+    except errors.UploadCancelled as exc:
+        print(f"{PROG}: cancelled: {exc}", file=err)
+        return exc.exit_code
     except errors.VolumeImageError as exc:
         if args.debug:
             traceback.print_exc(file=err)

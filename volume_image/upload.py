@@ -47,6 +47,8 @@ _RETRY_DELAY_CAP = 30.0
 # Glance restores an image to queued within ~0.2 s of a read error
 _QUEUED_WAIT = 15.0
 _CLEANUP_STATES = ("queued", "saving")
+# waits between attempts to delete an image after a failure; None: give up
+_CLEANUP_DELAYS = (0.2, 0.5, 1.0, 2.0, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -475,6 +477,8 @@ class Uploader:
                 landed = self._verify(image_id, body, target)
                 verified = True
         except BaseException as exc:
+            if isinstance(exc, errors.UnknownStore):
+                self._name_valid_stores(exc)
             self._cleanup(image_id, created, exc)
             raise
         seconds = time.monotonic() - t0
@@ -640,6 +644,33 @@ class Uploader:
             )
         return target.id if target else (landed[0] if landed else None)
 
+    def _name_valid_stores(self, exc: errors.UnknownStore) -> None:
+        """The cached catalog was stale: say which stores are valid now."""
+        try:
+            catalog = self.cache.get(refresh=True)
+        except errors.GlanceError:
+            return
+        exc.hints.append(
+            "Writable stores now: "
+            + (", ".join(catalog.writable_ids) or "none")
+        )
+
+    def _delete(self, image_id: str) -> None:
+        """Delete an image, riding out a brief Glance hiccup.
+
+        Right after a failed upload Glance is still restoring the image,
+        and its DELETE can fail with a 5xx (seen: sqlite "database is
+        locked"); a few quick retries avoid leaving the image behind.
+        """
+        for delay in _CLEANUP_DELAYS:
+            try:
+                self.client.delete_image(image_id)
+                return
+            except errors.GlanceUnavailable:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
     def _cleanup(
         self, image_id: str, created: bool, exc: BaseException
     ) -> None:
@@ -650,7 +681,7 @@ class Uploader:
                 status = self.client.get_image(image_id).get("status")
                 if status not in _CLEANUP_STATES:
                     return
-            self.client.delete_image(image_id)
+            self._delete(image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
         except errors.VolumeImageError as cleanup_exc:
             hint = (

@@ -27,8 +27,16 @@ def _start(server: launcher.Server) -> launcher.Server:
 def glance_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[launcher.GlanceServer]:
-    """Glance 33: fast (file, default), cheap (file), web (http, read-only)."""
-    server = launcher.GlanceServer(tmp_path_factory.mktemp("glance"))
+    """Glance 33: fast (file, default), cheap (file), web (http, read-only).
+
+    One worker: with sqlite, two workers writing the same moment fail
+    each other with "database is locked" (HTTP 500) even in WAL mode;
+    production Glance runs on MySQL.  Concurrent client uploads still
+    overlap on the wire and queue at the server.
+    """
+    server = launcher.GlanceServer(
+        tmp_path_factory.mktemp("glance"), processes=1
+    )
     _start(server)
     yield server
     server.stop()

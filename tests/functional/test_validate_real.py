@@ -16,7 +16,9 @@ from .conftest import count_requests, make_client
 pytestmark = pytest.mark.functional
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -37,7 +39,12 @@ def test_stores_table(glance_server: launcher.GlanceServer) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == [
-        "id", "default", "read-only", "description", "type", "weight"
+        "id",
+        "default",
+        "read-only",
+        "description",
+        "type",
+        "weight",
     ]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert rows["fast"][1:3] == ["yes", "no"]
@@ -46,8 +53,12 @@ def test_stores_table(glance_server: launcher.GlanceServer) -> None:
     assert rows["web"][-2:] == ["http", "0"]
 
 
-def test_stores_json_has_real_booleans(glance_server: launcher.GlanceServer) -> None:
-    r = cli("--os-endpoint-override", glance_server.url, "stores", "-f", "json")
+def test_stores_json_has_real_booleans(
+    glance_server: launcher.GlanceServer,
+) -> None:
+    r = cli(
+        "--os-endpoint-override", glance_server.url, "stores", "-f", "json"
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     by_id = {s["id"]: s for s in doc["stores"]}
@@ -61,8 +72,12 @@ def test_stores_json_has_real_booleans(glance_server: launcher.GlanceServer) -> 
 
 
 def test_env_variables_work(glance_server: launcher.GlanceServer) -> None:
-    r = cli("stores", "-f", "json",
-            env={"OS_AUTH_TYPE": "none", "OS_ENDPOINT": glance_server.url})
+    r = cli(
+        "stores",
+        "-f",
+        "json",
+        env={"OS_AUTH_TYPE": "none", "OS_ENDPOINT": glance_server.url},
+    )
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["stores"]) == 3
 
@@ -76,7 +91,9 @@ def test_config_file(
         f"endpoint_override = {glance_server.url}\n"
     )
     conf.write_text("[glance]\n" + body)
-    r = cli("--config-file", str(conf), "validate", "image_service:store_id=cheap")
+    r = cli(
+        "--config-file", str(conf), "validate", "image_service:store_id=cheap"
+    )
     assert r.returncode == 0, r.stderr
     assert "valid" in r.stdout
 
@@ -93,7 +110,11 @@ def test_config_file(
         ("image_service:store_id=os_glance_tasks_store", 3, "reserved"),
         ("image_service:store_id= cheap", 3, "whitespace"),
         ("image_service:store_id=", 3, "is empty"),
-        ("image_service:storeid=cheap", 3, "Did you mean 'image_service:store_id'"),
+        (
+            "image_service:storeid=cheap",
+            3,
+            "Did you mean 'image_service:store_id'",
+        ),
         ("Image_Service:Store_Id=nosuch", 3, "no store 'nosuch'"),
         ("Image_Service:Store_Id=cheap", 0, "valid"),
     ],
@@ -101,7 +122,9 @@ def test_config_file(
 def test_validate_rules(
     glance_server: launcher.GlanceServer, spec: str, code: int, fragment: str
 ) -> None:
-    r = cli(*noauth(glance_server.url), "validate", spec, "volume_backend_name=lvm")
+    r = cli(
+        *noauth(glance_server.url), "validate", spec, "volume_backend_name=lvm"
+    )
     assert r.returncode == code, r.stdout + r.stderr
     assert fragment in (r.stdout + r.stderr)
     if code:
@@ -110,21 +133,35 @@ def test_validate_rules(
 
 
 def test_validate_json(glance_server: launcher.GlanceServer) -> None:
-    r = cli(*noauth(glance_server.url), "validate", "-f", "json",
-            "image_service:store_id=chep", "volume_backend_name=lvm")
+    r = cli(
+        *noauth(glance_server.url),
+        "validate",
+        "-f",
+        "json",
+        "image_service:store_id=chep",
+        "volume_backend_name=lvm",
+    )
     assert r.returncode == 3
     doc = json.loads(r.stdout)
     assert doc["valid"] is False
     assert (doc["error"], doc["suggestion"]) == ("UnknownStore", "cheap")
-    r = cli(*noauth(glance_server.url), "validate", "-f", "json",
-            "image_service:store_id=cheap", "volume_backend_name=lvm")
+    r = cli(
+        *noauth(glance_server.url),
+        "validate",
+        "-f",
+        "json",
+        "image_service:store_id=cheap",
+        "volume_backend_name=lvm",
+    )
     doc = json.loads(r.stdout)
     assert doc["valid"] is True
     assert doc["backend_specs"] == {"volume_backend_name": "lvm"}
 
 
 def test_usage_errors_exit_2(glance_server: launcher.GlanceServer) -> None:
-    assert cli(*noauth(glance_server.url), "validate", "novalue").returncode == 2
+    assert (
+        cli(*noauth(glance_server.url), "validate", "novalue").returncode == 2
+    )
     assert cli("stores").returncode == 2
     assert cli("bogus").returncode == 2
 
@@ -140,7 +177,9 @@ def test_glance_down(closed_url: str) -> None:
     assert r.returncode == 4 and "Traceback" in r.stderr
 
 
-def test_specs_without_store_validate_with_glance_down(closed_url: str) -> None:
+def test_specs_without_store_validate_with_glance_down(
+    closed_url: str,
+) -> None:
     r = cli(*noauth(closed_url), "validate", "volume_backend_name=lvm")
     assert r.returncode == 0, r.stderr
 
@@ -149,14 +188,20 @@ def test_no_multistore(glance_single: launcher.GlanceServer) -> None:
     r = cli(*noauth(glance_single.url), "stores")
     assert r.returncode == 4
     assert "without multi-store" in r.stderr
-    r = cli(*noauth(glance_single.url), "validate", "image_service:store_id=file")
+    r = cli(
+        *noauth(glance_single.url), "validate", "image_service:store_id=file"
+    )
     assert r.returncode == 4
-    assert "cannot be honoured" in r.stderr and "unknown" not in r.stderr.lower()
+    assert (
+        "cannot be honoured" in r.stderr and "unknown" not in r.stderr.lower()
+    )
     r = cli(*noauth(glance_single.url), "validate", "volume_backend_name=x")
     assert r.returncode == 0
 
 
-def test_member_falls_back_to_basic_list(glance_server: launcher.GlanceServer) -> None:
+def test_member_falls_back_to_basic_list(
+    glance_server: launcher.GlanceServer,
+) -> None:
     member = make_client(
         glance_server.url, {"X-Roles": "member,reader", "X-Project-Id": "p1"}
     )
@@ -167,7 +212,9 @@ def test_member_falls_back_to_basic_list(glance_server: launcher.GlanceServer) -
     assert admin.detailed and admin.get("cheap").type == "file"  # type: ignore[union-attr]
 
 
-def test_warm_cache_makes_no_request(glance_server: launcher.GlanceServer) -> None:
+def test_warm_cache_makes_no_request(
+    glance_server: launcher.GlanceServer,
+) -> None:
     validator = validation.Validator(
         validation.StoreCatalogCache(
             make_client(glance_server.url).get_store_catalog, ttl=300

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -153,6 +154,17 @@ def _render(name: str, dest: Path, values: dict[str, str]) -> None:
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
     dest.write_text(text)
+
+
+def _sqlite_wal(db: Path) -> None:
+    """Put a sqlite database in WAL mode (it persists in the file).
+
+    Two uWSGI workers writing at once otherwise fail each other with
+    "database is locked" (HTTP 500), which concurrent-upload tests hit.
+    Production Glance uses MySQL or PostgreSQL and never sees this.
+    """
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 class Server:
@@ -392,6 +404,7 @@ class GlanceServer(Server):
                 "glance-manage db_sync failed:\n"
                 + (self.base / "log" / "db_sync.log").read_text()[-3000:]
             )
+        _sqlite_wal(self.base / "glance.sqlite")
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(self.etc))
