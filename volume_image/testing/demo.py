@@ -50,7 +50,8 @@ def main() -> int:
     """Run the demo; return 0 when every step behaved as shown."""
     base = Path(tempfile.mkdtemp(prefix="volume-image-demo-"))
     print(
-        f"Starting Glance 33 (stores: fast=default, cheap, web=read-only) in {base}"
+        "Starting Glance 33 (stores: fast=default, cheap, web=read-only) "
+        f"in {base}"
     )
     server = launcher.GlanceServer(base / "glance")
     server.start()

@@ -1,0 +1,252 @@
+"""Upload retry, re-authentication and cleanup rules at the HTTP edge."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+import requests_mock
+
+from volume_image import config, errors, glance, upload
+
+from .conftest import URL
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+IMG = URL + "/v2/images/i1"
+STORES = {"stores": [{"id": "fast", "default": "true"}, {"id": "cheap"}]}
+
+
+def active(data: bytes = DATA, store: str = "cheap") -> dict[str, object]:
+    return {
+        "id": "i1",
+        "status": "active",
+        "size": len(data),
+        "checksum": hashlib.md5(data).hexdigest(),  # noqa: S324
+        "os_hash_algo": "sha512",
+        "os_hash_value": hashlib.sha512(data).hexdigest(),
+        "stores": store,
+    }
+
+
+@pytest.fixture
+def glance_mock(rmock: requests_mock.Mocker) -> requests_mock.Mocker:
+    rmock.get(URL + "/v2/info/stores/detail", json=STORES)
+    rmock.post(URL + "/v2/images", status_code=201, json={"id": "i1"})
+    rmock.delete(IMG, status_code=204)
+    return rmock
+
+
+def make(client: glance.GlanceClient, **kw: object) -> upload.Uploader:
+    settings = config.Settings(
+        upload_retry_delay=0, chunk_size=64 * 1024, **kw
+    )  # type: ignore[arg-type]
+    return upload.Uploader(client, settings)
+
+
+def put_bodies(rmock: requests_mock.Mocker) -> list[bytes]:
+    return [
+        b"".join(r.body) if not isinstance(r.body, bytes) else r.body
+        for r in rmock.request_history
+        if r.method == "PUT"
+    ]
+
+
+class Recorder:
+    """A PUT callback that drains the streamed body, then answers."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.bodies: list[bytes] = []
+
+    def __call__(self, request, context):  # type: ignore[no-untyped-def]
+        self.bodies.append(b"".join(request.body))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        context.status_code = answer
+        return ""
+
+
+def test_retry_resends_from_byte_zero(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    rec = Recorder(503, requests.exceptions.ConnectionError("reset"), 204)
+    glance_mock.put(IMG + "/file", text=rec)
+    glance_mock.get(
+        IMG,
+        [
+            {"json": {"status": "saving"}},
+            {"json": {"status": "queued"}},
+            {"json": {"status": "queued"}},
+            {"json": active()},
+        ],
+    )
+    result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert result.attempts == 3
+    assert rec.bodies == [DATA, DATA, DATA]  # whole, every time
+
+
+@pytest.mark.parametrize("status", [400, 409, 410, 413, 415, 500])
+def test_never_retried(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+    status: int,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    rec = Recorder(status)
+    glance_mock.put(IMG + "/file", text=rec)
+    glance_mock.get(IMG, json={"status": "queued"})
+    with pytest.raises(errors.VolumeImageError):
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert len(rec.bodies) == 1
+    assert glance_mock.request_history[-1].method == "DELETE"
+
+
+def test_401_reauthenticates_once(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    rec = Recorder(401, 204)
+    glance_mock.put(IMG + "/file", text=rec)
+    glance_mock.get(IMG, [{"json": {"status": "queued"}}, {"json": active()}])
+    result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert result.attempts == 2 and rec.bodies == [DATA, DATA]
+    rec2 = Recorder(401, 401)
+    glance_mock.put(IMG + "/file", text=rec2)
+    glance_mock.get(IMG, json={"status": "queued"})
+    with pytest.raises(errors.GlanceAuthError):
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert len(rec2.bodies) == 2
+
+
+def test_unseekable_source_is_not_retried(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient
+) -> None:
+    class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self.buf = io.BytesIO(DATA)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            return self.buf.read(n)
+
+    rec = Recorder(503, 204)
+    glance_mock.put(IMG + "/file", text=rec)
+    glance_mock.get(IMG, json={"status": "queued"})
+    with pytest.raises(errors.GlanceUnavailable):
+        make(client).upload(
+            upload.Source(fileobj=Pipe(), size=len(DATA)),  # type: ignore[arg-type]
+            upload.ImageMeta("x"),
+        )
+    assert len(rec.bodies) == 1
+
+
+def test_retries_are_bounded(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    rec = Recorder(*([503] * 10))
+    glance_mock.put(IMG + "/file", text=rec)
+    glance_mock.get(IMG, json={"status": "queued"})
+    with pytest.raises(errors.GlanceUnavailable):
+        make(client, upload_retries=2).upload(vol, upload.ImageMeta("x"))
+    assert len(rec.bodies) == 3
+
+
+def test_caller_image_is_deleted_only_while_queued(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    glance_mock.put(IMG + "/file", text=Recorder(415))
+    glance_mock.get(
+        IMG, [{"json": {"status": "queued"}}, {"json": {"status": "queued"}}]
+    )
+    with pytest.raises(errors.FormatRejected):
+        make(client).upload(vol, upload.ImageMeta("x"), image_id="i1")
+    assert glance_mock.request_history[-1].method == "DELETE"
+    # someone else's data arrived meanwhile: hands off
+    glance_mock.reset_mock()
+    glance_mock.put(IMG + "/file", text=Recorder(409))
+    glance_mock.get(
+        IMG, [{"json": {"status": "queued"}}, {"json": {"status": "active"}}]
+    )
+    with pytest.raises(errors.ImageStateConflict):
+        make(client).upload(vol, upload.ImageMeta("x"), image_id="i1")
+    assert "DELETE" not in [r.method for r in glance_mock.request_history]
+
+
+def test_short_source_is_an_error(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient
+) -> None:
+    rec = Recorder(204)
+    glance_mock.put(IMG + "/file", text=rec)
+    with pytest.raises(errors.SourceError, match="ended at byte"):
+        make(client).upload(
+            upload.Source(fileobj=io.BytesIO(DATA[:100]), size=len(DATA)),
+            upload.ImageMeta("x"),
+        )
+
+
+def test_wrong_store_or_hash_is_an_integrity_error(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    glance_mock.put(IMG + "/file", status_code=204)
+    glance_mock.get(IMG, json=active(store="fast"))
+    with pytest.raises(errors.IntegrityError, match="not 'cheap'"):
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    bad = active()
+    bad["os_hash_value"] = "0" * 128
+    glance_mock.get(IMG, json=bad)
+    with pytest.raises(errors.IntegrityError, match="os_hash_value"):
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+
+
+def test_cancel_before_send(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    glance_mock.put(IMG + "/file", text=Recorder(204))
+    glance_mock.get(IMG, json={"status": "queued"})
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(errors.UploadCancelled):
+        make(client).upload(vol, upload.ImageMeta("x"), cancel=cancel)
+    assert glance_mock.request_history[-1].method == "DELETE"
+
+
+def test_body_is_single_use() -> None:
+    body = upload.MeteredBody(
+        io.BytesIO(b"abc"), 3, chunk_size=2, hash_algo="sha512"
+    )
+    assert b"".join(body) == b"abc" and len(body) == 3
+    with pytest.raises(RuntimeError):
+        list(body)
+    assert "abc" not in repr(body)
