@@ -1,0 +1,231 @@
+"""Upload benchmark: our pipeline against curl and ``glance image-upload``.
+
+Uploads the same file to the same real Glance store (``cheap``) in
+alternating rounds, each method as its own client process, and reports the
+medians of MB/s (wall time of the whole client process), client CPU
+seconds per GiB and client peak RSS, each as a ratio to curl.
+
+Our pipeline is timed end to end (create the image, stream, verify); curl
+and the glance CLI only for the ``PUT`` of an image created beforehand.
+
+    .venv/bin/python -m bench.upload_bench [--size-mib 1024] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from volume_image.testing import launcher
+
+MiB = 1024 * 1024
+
+OURS = """
+import sys
+from keystoneauth1 import adapter, session
+from volume_image import config, glance, upload
+url, path, verify = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+client = glance.GlanceClient(
+    adapter.Adapter(session.Session(timeout=60), endpoint_override=url))
+settings = config.Settings(verify_upload=verify)
+r = upload.Uploader(client, settings).upload(
+    path, upload.ImageMeta("bench"), store_id="cheap")
+print(r.image_id)
+"""
+
+
+def _api(url: str, method: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(  # noqa: S310 - loopback Glance
+        url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as resp:  # noqa: S310
+        text = resp.read()
+    return json.loads(text) if text else {}
+
+
+def _new_image(url: str) -> str:
+    body = {"name": "bench", "disk_format": "raw", "container_format": "bare"}
+    return str(_api(url, "POST", "/v2/images", body)["id"])
+
+
+def _hwm_kib(pid: int) -> int | None:
+    """The process's peak RSS so far (VmHWM), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _measure(cmd: list[str]) -> tuple[float, float, int, str]:
+    """Run a client; return (wall s, CPU s, peak RSS KiB, stdout).
+
+    Peak RSS is the child's own VmHWM, sampled until it exits:
+    ru_maxrss of a child can report its parent's peak across fork/exec.
+    """
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    peak = 0
+    while True:
+        # WNOHANG: sample VmHWM until the child exits, then take its rusage
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        hwm = _hwm_kib(proc.pid)
+        if hwm is not None:
+            peak = max(peak, hwm)
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out = proc.stdout.read() if proc.stdout else b""
+    err = proc.stderr.read() if proc.stderr else b""
+    wall = time.monotonic() - t0
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[0]} failed: {err.decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, peak, out.decode()
+
+
+def run_method(method: str, url: str, path: Path, glance_bin: Path) -> dict:
+    image_id = None
+    if method in ("curl", "glance"):
+        image_id = _new_image(url)
+    if method == "ours-verify":
+        cmd = [sys.executable, "-c", OURS, url, str(path), "1"]
+    elif method == "ours-noverify":
+        cmd = [sys.executable, "-c", OURS, url, str(path), "0"]
+    elif method == "curl":
+        cmd = [
+            "curl",
+            "-sS",
+            "-f",
+            "-X",
+            "PUT",
+            "-T",
+            str(path),
+            "-H",
+            "Expect:",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            "X-Image-Meta-Store: cheap",
+            f"{url}/v2/images/{image_id}/file",
+        ]
+    else:
+        cmd = [
+            str(glance_bin),
+            "--os-image-url",
+            url,
+            "--os-auth-token",
+            "x",
+            "image-upload",
+            "--store",
+            "cheap",
+            "--file",
+            str(path),
+            str(image_id),
+        ]
+    wall, cpu, rss, out = _measure(cmd)
+    if image_id is None:
+        image_id = out.strip().splitlines()[-1]
+    image = _api(url, "GET", f"/v2/images/{image_id}")
+    size = path.stat().st_size
+    if image["status"] != "active" or image["size"] != size:
+        raise RuntimeError(f"{method}: bad image {image}")
+    _api(url, "DELETE", f"/v2/images/{image_id}")
+    return {
+        "method": method,
+        "mb_s": size / wall / 1e6,
+        "cpu_s_per_gib": cpu / (size / (1024 * MiB)),
+        "rss_mib": rss / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+
+    base = Path(tempfile.mkdtemp(prefix="volume-image-bench-"))
+    data = base / "volume.raw"
+    with open(data, "wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(MiB))
+    small = base / "small.raw"
+    with open(small, "wb") as f:
+        f.write(os.urandom(64 * MiB))
+    server = launcher.GlanceServer(base / "glance", processes=2)
+    server.start()
+    glance_bin = server.venv() / "bin" / "glance"
+    methods = ["ours-verify", "ours-noverify", "curl", "glance"]
+    runs: list[dict] = []
+    try:
+        for r in range(args.rounds):
+            # rotate the order so no method always runs first
+            order = methods[r % len(methods) :] + methods[: r % len(methods)]
+            for method in order:
+                run = run_method(method, server.url, data, glance_bin)
+                run["round"] = r
+                runs.append(run)
+                print(
+                    f"round {r} {method:14} {run['mb_s']:7.1f} MB/s "
+                    f"{run['cpu_s_per_gib']:5.2f} CPU-s/GiB "
+                    f"{run['rss_mib']:6.1f} MiB RSS",
+                    flush=True,
+                )
+        flat = [run_method("ours-verify", server.url, small, glance_bin)]
+    finally:
+        server.stop()
+    summary = {}
+    for m in methods:
+        mine = [x for x in runs if x["method"] == m]
+        summary[m] = {
+            k: statistics.median(x[k] for x in mine)
+            for k in ("mb_s", "cpu_s_per_gib", "rss_mib")
+        }
+    curl = summary["curl"]
+    print(
+        f"\nmedians over {args.rounds} rounds, {args.size_mib} MiB random "
+        "file, store 'cheap', ratios to curl:"
+    )
+    print(
+        f"{'method':14} {'MB/s':>8} {'ratio':>6} {'CPU-s/GiB':>10} "
+        f"{'ratio':>6} {'RSS MiB':>8} {'ratio':>6}"
+    )
+    for m, s in summary.items():
+        print(
+            f"{m:14} {s['mb_s']:8.1f} {s['mb_s'] / curl['mb_s']:6.2f} "
+            f"{s['cpu_s_per_gib']:10.2f} "
+            f"{s['cpu_s_per_gib'] / curl['cpu_s_per_gib']:6.2f} "
+            f"{s['rss_mib']:8.1f} {s['rss_mib'] / curl['rss_mib']:6.2f}"
+        )
+    print(
+        f"peak RSS of our pipeline: {flat[0]['rss_mib']:.1f} MiB for 64 MiB, "
+        f"{summary['ours-verify']['rss_mib']:.1f} MiB for {args.size_mib} MiB"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "upload.json").write_text(
+        json.dumps({"runs": runs, "summary": summary, "small": flat}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
