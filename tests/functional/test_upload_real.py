@@ -399,3 +399,29 @@ def test_memory_stays_flat_for_a_multi_gib_sparse_source(
         peaks[size] = int(out[1])  # KiB
     print(f"peak RSS KiB: {peaks}")
     assert peaks[2048 * MiB] - peaks[64 * MiB] < 16 * 1024
+
+
+def test_block_device_source(
+    glance_server: launcher.GlanceServer, tmp_path: Path
+) -> None:
+    """A real block device (a loop device): its size comes from the device."""
+    backing = tmp_path / "backing.img"
+    backing.write_bytes(os.urandom(16 * MiB))
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        assert Path(dev).stat().st_size == 0  # why the device is asked
+        src = upload.Source(dev)
+        assert src.size == 16 * MiB
+        result = uploader(glance_server.url).upload(
+            src, upload.ImageMeta("blockdev"), store_id="cheap"
+        )
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=True)
+    assert result.size == 16 * MiB and result.verified
+    stored = glance_server.store_dir("cheap") / result.image_id
+    assert stored.read_bytes() == backing.read_bytes()

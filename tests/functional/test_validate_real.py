@@ -227,3 +227,66 @@ def test_warm_cache_makes_no_request(
         with pytest.raises(errors.ReadOnlyStore):
             validator.check_store("web")
     assert count_requests(glance_server, "/v2/info/stores") == before
+
+
+def test_upload_cli(
+    glance_server: launcher.GlanceServer, tmp_path: Path
+) -> None:
+    vol = tmp_path / "v.raw"
+    vol.write_bytes(os.urandom(3 * 1024 * 1024))
+    r = cli(
+        *noauth(glance_server.url),
+        "upload",
+        str(vol),
+        "--name",
+        "cli-up",
+        "--extra-spec",
+        "image_service:store_id=cheap",
+        "--progress",
+        "--format",
+        "json",
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["store"] == "cheap" and doc["verified"] is True
+    assert doc["size"] == 3 * 1024 * 1024
+    assert "100.0%" in r.stderr and "MB/s" in r.stderr  # the progress bar
+    r = cli(
+        *noauth(glance_server.url), "upload", str(vol), "--name", "cli-up2"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "to store fast" in r.stdout and "MB/s" in r.stdout
+    assert "%" not in r.stderr  # no bar when stderr is not a terminal
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "fragment"),
+    [
+        (["--store-id", "web"], 3, "read-only"),
+        (["--disk-format", "iso"], 5, "cannot convert to disk_format 'iso'"),
+        (["--name", "x2"], 2, "expected one argument"),
+    ],
+)
+def test_upload_cli_failures(
+    glance_server: launcher.GlanceServer,
+    tmp_path: Path,
+    extra: list[str],
+    code: int,
+    fragment: str,
+) -> None:
+    vol = tmp_path / "v.raw"
+    vol.write_bytes(b"\0" * 1024 * 1024)
+    args = ["upload", str(vol), "--name", "cli-bad", *extra]
+    if code == 2:
+        args = ["upload", str(vol), "--name"]
+    r = cli(*noauth(glance_server.url), *args)
+    assert r.returncode == code, r.stderr
+    assert fragment in r.stderr and "Traceback" not in r.stderr
+    r = cli(
+        *noauth(glance_server.url),
+        "upload",
+        str(tmp_path / "missing"),
+        "--name",
+        "m",
+    )
+    assert r.returncode == 5 and "cannot read volume" in r.stderr

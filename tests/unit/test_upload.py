@@ -40,6 +40,13 @@ def glance_mock(rmock: requests_mock.Mocker) -> requests_mock.Mocker:
     return rmock
 
 
+@pytest.fixture
+def vol(tmp_path: Path) -> Path:
+    path = tmp_path / "v"
+    path.write_bytes(DATA)
+    return path
+
+
 def make(client: glance.GlanceClient, **kw: object) -> upload.Uploader:
     settings = config.Settings(
         upload_retry_delay=0, chunk_size=64 * 1024, **kw
@@ -74,10 +81,8 @@ class Recorder:
 def test_retry_resends_from_byte_zero(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     rec = Recorder(503, requests.exceptions.ConnectionError("reset"), 204)
     glance_mock.put(IMG + "/file", text=rec)
     glance_mock.get(
@@ -98,11 +103,9 @@ def test_retry_resends_from_byte_zero(
 def test_never_retried(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
     status: int,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     rec = Recorder(status)
     glance_mock.put(IMG + "/file", text=rec)
     glance_mock.get(IMG, json={"status": "queued"})
@@ -115,10 +118,8 @@ def test_never_retried(
 def test_401_reauthenticates_once(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     rec = Recorder(401, 204)
     glance_mock.put(IMG + "/file", text=rec)
     glance_mock.get(IMG, [{"json": {"status": "queued"}}, {"json": active()}])
@@ -159,10 +160,8 @@ def test_unseekable_source_is_not_retried(
 def test_retries_are_bounded(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     rec = Recorder(*([503] * 10))
     glance_mock.put(IMG + "/file", text=rec)
     glance_mock.get(IMG, json={"status": "queued"})
@@ -174,10 +173,8 @@ def test_retries_are_bounded(
 def test_caller_image_is_deleted_only_while_queued(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     glance_mock.put(IMG + "/file", text=Recorder(415))
     glance_mock.get(
         IMG, [{"json": {"status": "queued"}}, {"json": {"status": "queued"}}]
@@ -211,10 +208,8 @@ def test_short_source_is_an_error(
 def test_wrong_store_or_hash_is_an_integrity_error(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     glance_mock.put(IMG + "/file", status_code=204)
     glance_mock.get(IMG, json=active(store="fast"))
     with pytest.raises(errors.IntegrityError, match="not 'cheap'"):
@@ -229,10 +224,8 @@ def test_wrong_store_or_hash_is_an_integrity_error(
 def test_cancel_before_send(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
-    tmp_path: Path,
+    vol: Path,
 ) -> None:
-    vol = tmp_path / "v"
-    vol.write_bytes(DATA)
     glance_mock.put(IMG + "/file", text=Recorder(204))
     glance_mock.get(IMG, json={"status": "queued"})
     cancel = threading.Event()

@@ -1,5 +1,5 @@
 """Install and run the real servers that tests, the demo and the benchmarks
-use: Glance 33 (and later cinder-api 29) under uWSGI, on 127.0.0.1 only.
+use: Glance 33 under uWSGI, on 127.0.0.1 only.
 
 Each server gets its own virtualenv, built once from PyPI and cached under
 ``$VOLUME_IMAGE_CACHE`` (default ``~/.cache/volume_image``); the project's
@@ -33,7 +33,6 @@ from pathlib import Path
 
 __all__ = [
     "VENVS",
-    "CinderServer",
     "GlanceServer",
     "Server",
     "ensure_qemu_img",
@@ -49,7 +48,6 @@ VENVS: dict[str, list[str]] = {
         "python-glanceclient==4.13.0",
         "uwsgi==2.0.31",
     ],
-    "cinder": ["cinder==29.0.0", "uwsgi==2.0.31"],
 }
 
 _TEMPLATES = resources.files("volume_image.testing") / "templates"
@@ -410,16 +408,6 @@ class GlanceServer(Server):
         env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(self.etc))
         env.pop("PYTHONWARNINGS", None)
         return env
-
-
-class CinderServer(Server):
-    """cinder-api 29 (noauth, sqlite, ``transport_url = fake://``)."""
-
-    name = "cinder-api"
-    ready_status = 300
-
-    def venv(self) -> Path:
-        return ensure_venv("cinder")
 
 
 def _main(argv: list[str]) -> int:
