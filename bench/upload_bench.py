@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         flat = [run_method("ours-verify", server.url, small, glance_bin)]
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
     summary = {}
     for m in methods:
         mine = [x for x in runs if x["method"] == m]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,12 @@ def main() -> int:
             failures.append("an image was created for the read-only store")
     finally:
         server.stop()
+        # keep only Glance's log: the volume and the images are 64 MiB each
+        for junk in (base / "volume-1.raw", server.base / "stores"):
+            if junk.is_dir():
+                shutil.rmtree(junk, ignore_errors=True)
+            else:
+                junk.unlink(missing_ok=True)
         print(f"\nGlance stopped. Its log: {server.log_path}")
     if failures:
         print("\nDEMO FAILED:\n  " + "\n  ".join(failures))

@@ -291,6 +291,7 @@ class Server:
                 self.proc.wait()
         self._reap(workers)
         self.proc = None
+        self.pidfile.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """Kill the master and its workers at once (a crash)."""
