@@ -221,47 +221,39 @@ class Context:
 def _make_client(
     args: argparse.Namespace, conf: cfg.ConfigOpts
 ) -> glance.GlanceClient:
-    use_detail = conf[config.GROUP].use_store_detail
-    if args.os_auth_type:
-        try:
-            auth = ks_loading.load_auth_from_argparse_arguments(args)
-            session = ks_loading.load_session_from_argparse_arguments(
-                args, auth=auth
+    if not args.os_auth_type:
+        if args.config_file:
+            return glance.GlanceClient.from_conf(conf)
+        if not args.os_endpoint_override:
+            raise UsageError(
+                "no Glance to ask: give --os-auth-type (or OS_AUTH_TYPE, "
+                "e.g. 'password' with OS_AUTH_URL..., or 'none' with "
+                "--os-endpoint URL) or --config-file with a [glance] section"
             )
-        except ks_exc.ClientException as exc:
-            raise errors.GlanceAuthError(
-                f"cannot set up authentication: {exc}"
-            ) from exc
-        if session.timeout is None:
-            session.timeout = config.DEFAULT_TIMEOUT
-        adapter = ks_adapter.Adapter(
-            session,
-            auth=auth,
-            service_type=args.os_service_type or "image",
-            service_name=args.os_service_name,
-            interface=args.os_interface,
-            region_name=args.os_region_name,
-            endpoint_override=args.os_endpoint_override,
-            connect_retries=config.DEFAULT_CONNECT_RETRIES,
+    try:
+        # None without --os-auth-type: a token-less Glance named by its URL
+        auth = ks_loading.load_auth_from_argparse_arguments(args)
+        session = ks_loading.load_session_from_argparse_arguments(
+            args, auth=auth
         )
-        return glance.GlanceClient(adapter, use_store_detail=use_detail)
-    if args.config_file:
-        return glance.GlanceClient.from_conf(conf)
-    if args.os_endpoint_override:
-        # a token-less Glance named by its URL alone
-        session = ks_loading.load_session_from_argparse_arguments(args)
-        if session.timeout is None:
-            session.timeout = config.DEFAULT_TIMEOUT
-        adapter = ks_adapter.Adapter(
-            session,
-            endpoint_override=args.os_endpoint_override,
-            connect_retries=config.DEFAULT_CONNECT_RETRIES,
-        )
-        return glance.GlanceClient(adapter, use_store_detail=use_detail)
-    raise UsageError(
-        "no Glance to ask: give --os-auth-type (or OS_AUTH_TYPE, e.g. "
-        "'password' with OS_AUTH_URL..., or 'none' with --os-endpoint URL) "
-        "or --config-file with a [glance] section"
+    except ks_exc.ClientException as exc:
+        raise errors.GlanceAuthError(
+            f"cannot set up authentication: {exc}"
+        ) from exc
+    if session.timeout is None:
+        session.timeout = config.DEFAULT_TIMEOUT
+    adapter = ks_adapter.Adapter(
+        session,
+        auth=auth,
+        service_type=args.os_service_type or "image",
+        service_name=args.os_service_name,
+        interface=args.os_interface,
+        region_name=args.os_region_name,
+        endpoint_override=args.os_endpoint_override,
+        connect_retries=config.DEFAULT_CONNECT_RETRIES,
+    )
+    return glance.GlanceClient(
+        adapter, use_store_detail=conf[config.GROUP].use_store_detail
     )
 
 

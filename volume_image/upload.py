@@ -321,8 +321,7 @@ class Uploader:
             stores.check_store_id_syntax(store_id, key)
         catalog = self.cache.get()
         if store_id is not None:
-            store = catalog.get(store_id) if catalog.multistore else None
-            if store is None and catalog.multistore:
+            if catalog.multistore and catalog.get(store_id) is None:
                 # maybe added since the catalog was cached: ask once more
                 catalog = self.cache.get(refresh=True)
             return store_id, stores.check_store_id(store_id, catalog, key)
@@ -516,7 +515,7 @@ class Uploader:
             settings.upload_read_timeout,
         )
         attempt = 0
-        retries_left = settings.upload_retries
+        retries = 0
         reauthenticated = False
         while True:
             attempt += 1
@@ -553,16 +552,15 @@ class Uploader:
                 except errors.VolumeImageError as exc:
                     if (
                         not _is_retriable(exc)
-                        or retries_left <= 0
+                        or retries >= settings.upload_retries
                         or not src.retriable
                     ):
                         raise
-                    retries_left -= 1
                     delay = min(
-                        settings.upload_retry_delay
-                        * 2 ** (settings.upload_retries - retries_left - 1),
+                        settings.upload_retry_delay * 2**retries,
                         _RETRY_DELAY_CAP,
                     )
+                    retries += 1
                     LOG.warning(
                         "image %s: attempt %d failed after %d bytes (%s); "
                         "retrying in %.1fs from byte 0",

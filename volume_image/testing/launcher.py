@@ -21,13 +21,11 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -75,9 +73,8 @@ def ensure_venv(name: str) -> Path:
     interrupted build is thrown away and redone, never used.
     """
     reqs = VENVS[name]
-    key = hashlib.sha256("\n".join([sys.version, *reqs]).encode()).hexdigest()[
-        :12
-    ]
+    digest = hashlib.sha256("\n".join([sys.version, *reqs]).encode())
+    key = digest.hexdigest()[:12]
     root = cache_dir() / "venvs"
     venv = root / f"{name}-{key}"
     if (venv / ".complete").exists():
@@ -152,17 +149,6 @@ def _render(name: str, dest: Path, values: dict[str, str]) -> None:
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
     dest.write_text(text)
-
-
-def _sqlite_wal(db: Path) -> None:
-    """Put a sqlite database in WAL mode (it persists in the file).
-
-    Two uWSGI workers writing at once otherwise fail each other with
-    "database is locked" (HTTP 500), which concurrent-upload tests hit.
-    Production Glance uses MySQL or PostgreSQL and never sees this.
-    """
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
 
 
 class Server:
@@ -372,11 +358,11 @@ class GlanceServer(Server):
                 if self.multistore
                 else ""
             ),
-            "STORES": "",
         }
         stores_tpl = (
             "stores-multi.conf" if self.multistore else "stores-single.conf"
         )
+        # inserted into glance-api.conf after @BASE@ is replaced there
         stores_text = (_TEMPLATES / stores_tpl).read_text()
         values["STORES"] = stores_text.replace("@BASE@", str(self.base))
         _render("glance-api.conf", self.etc / "glance-api.conf", values)
@@ -403,7 +389,6 @@ class GlanceServer(Server):
                 "glance-manage db_sync failed:\n"
                 + (self.base / "log" / "db_sync.log").read_text()[-3000:]
             )
-        _sqlite_wal(self.base / "glance.sqlite")
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(self.etc))
@@ -435,16 +420,6 @@ def _main(argv: list[str]) -> int:
         return 0
     print(__doc__, file=sys.stderr)
     return 2
-
-
-@contextlib.contextmanager
-def running(server: Server) -> Iterator[Server]:
-    """Start ``server`` and stop it on the way out."""
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":
