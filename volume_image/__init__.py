@@ -12,6 +12,7 @@ from volume_image.errors import (
     VolumeImageError,
 )
 from volume_image.glance import GlanceClient
+from volume_image.hooks import ExtraSpecsHook
 from volume_image.specs import SplitSpecs, split_extra_specs
 from volume_image.stores import StoreCatalog, StoreInfo
 from volume_image.validation import StoreCatalogCache, Validator
@@ -19,6 +20,7 @@ from volume_image.validation import StoreCatalogCache, Validator
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExtraSpecsHook",
     "GlanceClient",
     "GlanceError",
     "Settings",

@@ -5,10 +5,12 @@ before the subcommand, as with ``openstack``::
 
     volume-image --os-auth-type none --os-endpoint URL stores
     volume-image validate image_service:store_id=cheap volume_backend_name=lvm
+    volume-image audit --from-file types.json
 
-Exit codes: 0 success, 2 usage error, 3 invalid extra spec, 4 Glance
-error (unreachable, authentication, bad answer, no multi-store), 5 failed
-upload.
+Exit codes: 0 success, 2 usage error, 3 invalid extra spec (or, for
+``audit``, a broken volume type), 4 service error (Glance or the
+block-storage API unreachable, authentication, bad answer, no
+multi-store), 5 failed upload.
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
-from volume_image import config, errors, glance, specs, upload, validation
+from volume_image import (
+    audit,
+    cinder,
+    config,
+    errors,
+    glance,
+    specs,
+    upload,
+    validation,
+)
 
 __all__ = [
     "EXIT_GLANCE",
@@ -59,7 +70,8 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         description="Check Glance stores and image_service:store_id extra "
         "specs, and upload volumes to Glance stores.",
         epilog="Exit codes: 0 success, 2 usage error, 3 invalid extra "
-        "spec, 4 Glance error, 5 failed upload.",
+        "spec or broken volume type, 4 Glance or block-storage API error, "
+        "5 failed upload.",
     )
     parser.add_argument(
         "--config-file",
@@ -108,6 +120,34 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     )
     _add_format(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "audit",
+        help="check every volume type against Glance's stores",
+        description="Check the image_service: extra specs of every volume "
+        "type against the live store list, with one Glance request. Run "
+        "it after changing Glance's stores. The types come from the "
+        "block-storage API (service type block-storage, with the same "
+        "credentials; listing private types needs the admin role) or from "
+        "a file. Exit 3 when any type is broken.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--from-file",
+        metavar="PATH",
+        help="read the types from PATH ('-' for stdin): the API's "
+        '{"volume_types": [...]} answer, or the output of '
+        "'openstack volume type list --long -f json'",
+    )
+    source.add_argument(
+        "--block-storage-endpoint",
+        metavar="URL",
+        help="the block-storage API root with the project id, e.g. "
+        "https://cinder.example/v3/PROJECT_ID, instead of the service "
+        "catalog's",
+    )
+    _add_format(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser(
         "upload",
@@ -325,7 +365,8 @@ def cmd_validate(ctx: Context) -> int:
     """``validate``: check a whole extra-spec set."""
     extra = _parse_specs(ctx.args.specs)
     try:
-        split = ctx.validator().validate_extra_specs(extra)
+        # as strict as the API hook: this is what an admin may store
+        split = ctx.validator().validate_extra_specs(extra, strict_case=True)
     except errors.SpecError as exc:
         if ctx.args.format == "json":
             ctx.print_json(
@@ -363,6 +404,87 @@ def cmd_validate(ctx: Context) -> int:
         f"backend specs (for drivers and the scheduler): {backend or '-'}"
     )
     return EXIT_OK
+
+
+def _read_types(path: str) -> list[audit.VolumeType]:
+    try:
+        if path == "-":
+            doc = json.load(sys.stdin)
+        else:
+            with open(path, encoding="utf-8") as stream:
+                doc = json.load(stream)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path!r}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise UsageError(f"{path!r} is not JSON: {exc}") from exc
+    try:
+        return audit.parse_volume_types(doc)
+    except ValueError as exc:
+        raise UsageError(f"{path!r}: {exc}") from exc
+
+
+def _fetch_types(ctx: Context) -> list[audit.VolumeType]:
+    glance_adapter = ctx.client.adapter
+    # the same session and credentials as for Glance, another service
+    bs_adapter = ks_adapter.Adapter(
+        glance_adapter.session,
+        auth=glance_adapter.auth,
+        service_type=cinder.SERVICE_TYPE,
+        interface=ctx.args.os_interface,
+        region_name=ctx.args.os_region_name,
+        endpoint_override=ctx.args.block_storage_endpoint,
+        connect_retries=config.DEFAULT_CONNECT_RETRIES,
+    )
+    doc = cinder.list_volume_types(bs_adapter)
+    try:
+        return audit.parse_volume_types(doc)
+    except ValueError as exc:
+        raise errors.BlockStorageError(
+            f"GET /types answered an unexpected document: {exc}"
+        ) from exc
+
+
+def cmd_audit(ctx: Context) -> int:
+    """``audit``: check every volume type against the live stores."""
+    if ctx.args.from_file:
+        types = _read_types(ctx.args.from_file)
+    else:
+        types = _fetch_types(ctx)
+    catalog = ctx.client.get_store_catalog()
+    findings = audit.audit(types, catalog)
+    if ctx.args.format == "json":
+        ctx.print_json(
+            {
+                "checked": len(types),
+                "stores": [s.id for s in catalog.stores],
+                "broken": [f.as_dict() for f in findings],
+            }
+        )
+    elif findings:
+        rows = [
+            [
+                f.type_name,
+                f.type_id,
+                str(f.key),
+                json.dumps(f.value),
+                f.reason,
+                f.suggestion or "",
+            ]
+            for f in findings
+        ]
+        ctx.print(
+            _table(
+                rows, ["type", "id", "key", "value", "problem", "suggestion"]
+            )
+        )
+        ctx.print()
+        for f in findings:
+            ctx.print(f"{f.type_name} ({f.type_id}): {f.message}")
+        ctx.print()
+        ctx.print(f"{len(findings)} of {len(types)} volume types are broken")
+    else:
+        ctx.print(f"all {len(types)} volume types are valid")
+    return EXIT_SPEC if findings else EXIT_OK
 
 
 class _ProgressBar:

@@ -22,6 +22,11 @@ It branches by what the caller does next::
     |   +-- MultiStoreDisabled       this Glance has no enabled_backends
     |   |                            (HTTP 400: the spec cannot be honoured)
     |   +-- GlanceRequestError       any other unexpected answer
+    |   +-- StoreCheckUnavailable    the API hook could not ask Glance:
+    |                                nothing stored, retry (HTTP 503)
+    |
+    +-- BlockStorageError            the block-storage API (Cinder) could
+    |                                not be asked, for ``audit`` (exit 4)
     |
     +-- UploadError                  the upload failed; it cleaned up
         |                            (exit 5)
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadStoreCatalog",
+    "BlockStorageError",
     "ConflictingSpecKeys",
     "ConversionError",
     "FormatRejected",
@@ -61,6 +67,7 @@ __all__ = [
     "ReservedStore",
     "SourceError",
     "SpecError",
+    "StoreCheckUnavailable",
     "UnknownSpecKey",
     "UnknownStore",
     "UploadCancelled",
@@ -191,6 +198,24 @@ class MultiStoreDisabled(GlanceError):
 class GlanceRequestError(GlanceError):
     """Glance answered with a status we have no better class for."""
 
+    http_status = 502
+
+
+class StoreCheckUnavailable(GlanceError):
+    """An API hook could not check a store because Glance could not be
+    asked (unreachable, refused our credentials, or answered nonsense).
+
+    Whatever the Glance-side cause, the API's caller did nothing wrong
+    and can retry: an API answers 503.  The cause is chained.
+    """
+
+    http_status = 503
+
+
+class BlockStorageError(VolumeImageError):
+    """The block-storage API could not be asked or refused us."""
+
+    exit_code = 4
     http_status = 502
 
 

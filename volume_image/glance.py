@@ -407,7 +407,7 @@ def _translate(
         )
     # refused, reset, timed out, TLS: the service cannot be asked now
     return errors.GlanceUnavailable(
-        f"Glance is unavailable: {what} failed: {_cause(exc)}",
+        f"Glance is unavailable: {what} failed: {describe_failure(exc)}",
         endpoint=endpoint,
     )
 
@@ -415,7 +415,7 @@ def _translate(
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
-def _cause(exc: Exception) -> str:
+def describe_failure(exc: Exception) -> str:
     """The root cause of a connection failure, in a few words."""
     if isinstance(exc, ks_exc.ConnectTimeout | requests.Timeout):
         return "timed out"

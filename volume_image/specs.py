@@ -61,13 +61,19 @@ def is_image_service_key(key: str) -> bool:
     return key.lower().startswith(NAMESPACE)
 
 
-def split_extra_specs(specs: Mapping[str, Any]) -> SplitSpecs:
+def split_extra_specs(
+    specs: Mapping[str, Any], *, strict_case: bool = False
+) -> SplitSpecs:
     """Split extra specs at the ``image_service:`` namespace.
 
     :param specs: the volume type's extra specs.
+    :param strict_case: refuse a namespace key that is not lower-case.
+        For writes: Cinder would store ``Image_Service:Store_Id`` and then
+        ignore it, so the image would land in the default store.
     :returns: the split.
     :raises ConflictingSpecKeys: one key appears twice, in two cases.
-    :raises UnknownSpecKey: an ``image_service:`` key we do not know.
+    :raises UnknownSpecKey: an ``image_service:`` key we do not know, or,
+        with ``strict_case``, one not written in lower case.
     """
     backend: dict[str, Any] = {}
     image_service: dict[str, Any] = {}
@@ -104,6 +110,14 @@ def split_extra_specs(specs: Mapping[str, Any]) -> SplitSpecs:
                 value=value,
                 suggestion=close[0] if close else None,
             )
+        if strict_case and key != norm:
+            raise errors.UnknownSpecKey(
+                f"extra spec {key!r} would be stored but ignored: Cinder "
+                f"reads only the lower-case key. Write it as {norm!r}.",
+                key=key,
+                value=value,
+                suggestion=norm,
+            )
         original[norm] = key
         image_service[norm] = value
     return SplitSpecs(backend, image_service, original)
@@ -112,6 +126,8 @@ def split_extra_specs(specs: Mapping[str, Any]) -> SplitSpecs:
 def validate_extra_specs(
     specs: Mapping[str, Any],
     get_catalog: Callable[[], stores.StoreCatalog],
+    *,
+    strict_case: bool = False,
 ) -> SplitSpecs:
     """Check a whole extra-spec set the way the API hook does.
 
@@ -122,11 +138,12 @@ def validate_extra_specs(
     :param specs: the extra specs of one write.
     :param get_catalog: returns the current store catalog; may raise
         :class:`~volume_image.errors.GlanceError`.
+    :param strict_case: see :func:`split_extra_specs`.
     :returns: the split specs.
     :raises SpecError: the first rule that fails.
     :raises GlanceError: the catalog could not be had.
     """
-    split = split_extra_specs(specs)
+    split = split_extra_specs(specs, strict_case=strict_case)
     if split.has_store_id:
         key = split.original_keys[STORE_ID_KEY]
         stores.check_store_id_syntax(split.store_id, key)

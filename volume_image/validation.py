@@ -40,6 +40,7 @@ class StoreCatalogCache:
         self._lock = threading.Lock()
         self._catalog: stores.StoreCatalog | None = None
         self._expires = 0.0
+        self._fetched = 0.0
 
     def get(self, *, refresh: bool = False) -> stores.StoreCatalog:
         """Return the catalog, fetching it when stale or asked to.
@@ -57,8 +58,18 @@ class StoreCatalogCache:
                 return self._catalog
             catalog = self._fetch()
             self._catalog = catalog
-            self._expires = self._clock() + self._ttl
+            self._fetched = self._clock()
+            self._expires = self._fetched + self._ttl
             return catalog
+
+    def age(self) -> float | None:
+        """Seconds since the catalog was fetched, or None if there is
+        none.
+        """
+        with self._lock:
+            if self._catalog is None:
+                return None
+            return self._clock() - self._fetched
 
     def invalidate(self) -> None:
         """Forget the cached catalog."""
@@ -76,16 +87,20 @@ class Validator:
         self.cache = cache
 
     def validate_extra_specs(
-        self, extra_specs: Mapping[str, Any]
+        self, extra_specs: Mapping[str, Any], *, strict_case: bool = False
     ) -> specs.SplitSpecs:
         """Check a whole extra-spec set; Glance is asked only if needed.
 
         :param extra_specs: the specs of one write.
+        :param strict_case: refuse namespace keys that are not lower-case,
+            as the API hook does (Cinder would ignore them).
         :returns: the specs split at the ``image_service:`` namespace.
         :raises SpecError: a rule failed.
         :raises GlanceError: a store is named and Glance cannot be asked.
         """
-        return specs.validate_extra_specs(extra_specs, self.cache.get)
+        return specs.validate_extra_specs(
+            extra_specs, self.cache.get, strict_case=strict_case
+        )
 
     def check_store(self, store_id: str) -> stores.StoreInfo:
         """Check one store id.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import io
+import json
 import socket
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 
@@ -101,3 +105,100 @@ class ThrottledFile(io.RawIOBase):
         time.sleep(len(chunk) / self._rate)
         self.read_bytes += len(chunk)
         return chunk
+
+
+class GlanceProxy:
+    """A loopback HTTP proxy in front of a real Glance, for cinder-api's
+    and our filter's store checks.
+
+    * ``boolean_flags``: rewrite ``"read-only": "true"`` in the store list
+      to the JSON boolean ``true``, as other Glance deployments answer;
+    * :meth:`stop` / :meth:`start`: Glance unreachable (connection
+      refused) and back, on the same port;
+    * ``paths``: every path asked, to count the store-list calls.
+    """
+
+    def __init__(self, upstream_url: str) -> None:
+        parts = urllib.parse.urlsplit(upstream_url)
+        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.boolean_flags = False
+        self.paths: list[str] = []
+        self.port = _free_port()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                proxy.paths.append(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "connection")
+                }
+                conn = http.client.HTTPConnection(*proxy._upstream, timeout=30)
+                conn.request(self.command, self.path, body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if proxy.boolean_flags and self.path.startswith(
+                    "/v2/info/stores"
+                ):
+                    data = _boolean_flags(data)
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                    ):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", self.port), Handler
+        )
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        """Close the port: connections are refused until :meth:`start`."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def store_calls(self) -> int:
+        return sum(1 for p in self.paths if p.startswith("/v2/info/stores"))
+
+
+def _boolean_flags(data: bytes) -> bytes:
+    doc = json.loads(data)
+    for store in doc.get("stores", []):
+        if "read-only" in store:
+            store["read-only"] = str(store["read-only"]).lower() == "true"
+    return json.dumps(doc).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

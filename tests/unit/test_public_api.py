@@ -3,6 +3,7 @@
 import volume_image
 
 EXPECTED = {
+    "ExtraSpecsHook",
     "GlanceClient",
     "GlanceError",
     "Settings",

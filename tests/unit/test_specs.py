@@ -115,3 +115,16 @@ def test_validate_extra_specs(
             specs.validate_extra_specs(extra, catalog)
         # the message names the key as the caller wrote it
         assert next(iter(extra)) in str(info.value)
+
+
+def test_strict_case_refuses_a_key_cinder_would_ignore() -> None:
+    with pytest.raises(errors.UnknownSpecKey) as info:
+        specs.split_extra_specs(
+            {"Image_Service:Store_Id": "fast"}, strict_case=True
+        )
+    assert info.value.suggestion == "image_service:store_id"
+    assert "lower-case" in str(info.value)
+    split = specs.split_extra_specs(
+        {"image_service:store_id": "fast"}, strict_case=True
+    )
+    assert split.store_id == "fast"

@@ -1,5 +1,5 @@
 """Install and run the real servers that tests, the demo and the benchmarks
-use: Glance 33 under uWSGI, on 127.0.0.1 only.
+use: Glance 33 and cinder-api 29 under uWSGI, on 127.0.0.1 only.
 
 Each server gets its own virtualenv, built once from PyPI and cached under
 ``$VOLUME_IMAGE_CACHE`` (default ``~/.cache/volume_image``); the project's
@@ -10,6 +10,7 @@ Command line::
 
     python -m volume_image.testing.launcher setup      # venvs + qemu-img
     python -m volume_image.testing.launcher glance DIR  # run until Ctrl-C
+    python -m volume_image.testing.launcher cinder DIR GLANCE_URL
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 __all__ = [
+    "PROJECT_ID",
     "VENVS",
+    "CinderServer",
     "GlanceServer",
     "Server",
     "ensure_qemu_img",
@@ -44,6 +48,10 @@ VENVS: dict[str, list[str]] = {
         "glance==33.0.0",
         "glance-store==5.7.0",
         "python-glanceclient==4.13.0",
+        "uwsgi==2.0.31",
+    ],
+    "cinder": [
+        "cinder==29.0.0",
         "uwsgi==2.0.31",
     ],
 }
@@ -319,6 +327,7 @@ class GlanceServer(Server):
 
     name = "glance-api"
     ready_path = "/versions"
+    BACKENDS = (("fast", "file"), ("cheap", "file"), ("web", "http"))
 
     def __init__(
         self,
@@ -327,10 +336,14 @@ class GlanceServer(Server):
         *,
         multistore: bool = True,
         processes: int = 2,
+        without: Sequence[str] = (),
     ) -> None:
         super().__init__(base, port)
         self.multistore = multistore
         self.processes = processes
+        #: stores left out of enabled_backends (not "fast", the default);
+        #: change it and restart to remove a store from a running Glance
+        self.without = list(without)
 
     def venv(self) -> Path:
         return ensure_venv("glance")
@@ -354,7 +367,12 @@ class GlanceServer(Server):
             "PORT": str(self.port),
             "PROCESSES": str(self.processes),
             "BACKENDS": (
-                "enabled_backends = fast:file, cheap:file, web:http"
+                "enabled_backends = "
+                + ", ".join(
+                    f"{name}:{kind}"
+                    for name, kind in self.BACKENDS
+                    if name not in self.without
+                )
                 if self.multistore
                 else ""
             ),
@@ -396,6 +414,104 @@ class GlanceServer(Server):
         return env
 
 
+#: a project id cinder's default project_id_regex ([0-9a-f-]+) accepts;
+#: noauth takes the token "admin:PROJECT_ID"
+PROJECT_ID = "6d9c5a1e0f2b4c3d8e7f6a5b4c3d2e1f"
+
+
+class CinderServer(Server):
+    """cinder-api 29 alone (no scheduler or volume service): sqlite,
+    ``auth_strategy = noauth``, ``transport_url = fake://``, asking the
+    Glance at ``glance_url``.
+
+    :param with_filter: put our ``store_validation`` filter in the API
+        pipeline; False runs upstream's pipeline unchanged.
+    :param filter_options: paste options of the filter; by default it
+        reaches Glance at ``glance_url``.
+    """
+
+    name = "cinder-api"
+    ready_status = 300
+
+    def __init__(
+        self,
+        base: Path,
+        glance_url: str,
+        port: int | None = None,
+        *,
+        with_filter: bool = True,
+        filter_options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(base, port)
+        self.glance_url = glance_url
+        self.with_filter = with_filter
+        self.filter_options = (
+            {"glance_endpoint": glance_url}
+            if filter_options is None
+            else filter_options
+        )
+
+    def venv(self) -> Path:
+        return ensure_venv("cinder")
+
+    @property
+    def api_url(self) -> str:
+        """The v3 API root with the test project id."""
+        return f"{self.url}/v3/{PROJECT_ID}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers of an admin request (noauth)."""
+        return {"X-Auth-Token": f"admin:{PROJECT_ID}"}
+
+    def prepare(self) -> None:
+        for sub in ("state", "coord"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        # the directory that holds the volume_image package: the worker
+        # imports the filter from the source under test
+        source_root = Path(__file__).resolve().parents[2]
+        values = {
+            "BASE": str(self.base),
+            "ETC": str(self.etc),
+            "PORT": str(self.port),
+            "VENV": str(self.venv()),
+            "GLANCE_URL": self.glance_url,
+            "PYTHONPATH": str(source_root),
+            "FILTER": "store_validation" if self.with_filter else "",
+            "FILTER_OPTIONS": "\n".join(
+                f"{k} = {v}" for k, v in self.filter_options.items()
+            ),
+        }
+        _render("cinder.conf", self.etc / "cinder.conf", values)
+        _render("cinder-uwsgi.ini", self.ini, values)
+        _render("cinder-api-paste.ini", self.etc / "api-paste.ini", values)
+        log = self.base / "log" / "db_sync.log"
+        with open(log, "wb") as out:
+            rc = subprocess.run(
+                [
+                    str(self.venv() / "bin" / "cinder-manage"),
+                    "--config-file",
+                    str(self.etc / "cinder.conf"),
+                    "db",
+                    "sync",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            ).returncode
+        if rc:
+            raise RuntimeError(
+                "cinder-manage db sync failed:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # our test run's "error" filter must not reach cinder's warnings
+        env.pop("PYTHONWARNINGS", None)
+        return env
+
+
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -417,6 +533,18 @@ def _main(argv: list[str]) -> int:
             pass
         finally:
             server.stop()
+        return 0
+    if argv[0] == "cinder" and len(argv) == 3:
+        cinder = CinderServer(Path(argv[1]), argv[2])
+        cinder.start()
+        print(f"cinder-api on {cinder.api_url} (pid {cinder.pid}); Ctrl-C")
+        try:
+            while cinder.pid:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            cinder.stop()
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -1,0 +1,220 @@
+"""``volume-image audit`` and the filter against a Glance whose stores
+change: a store removed from the config, multi-store turned off.
+
+This module has its own Glance, restarted with another configuration
+per test, and a cinder-api with the filter in front of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from volume_image.testing import launcher
+
+from .cinder_cases import KEY, CinderApi
+from .test_api_filter_real import start_all
+from .test_validate_real import cli
+
+pytestmark = pytest.mark.functional
+
+
+class Env:
+    def __init__(
+        self, glance: launcher.GlanceServer, cinder: launcher.CinderServer
+    ) -> None:
+        self.glance = glance
+        self.cinder = cinder
+        self.api = CinderApi(cinder)
+
+    def reconfigure(
+        self, *, multistore: bool = True, without: tuple[str, ...] = ()
+    ) -> None:
+        """Restart Glance (same port, same database) if it must change."""
+        if (
+            self.glance.multistore == multistore
+            and tuple(self.glance.without) == without
+            and self.glance.pid
+        ):
+            return
+        self.glance.stop()
+        self.glance.multistore = multistore
+        self.glance.without = list(without)
+        self.glance.start()
+
+    def audit(self, *args: str) -> tuple[int, str, str]:
+        r = cli(
+            "--os-auth-type",
+            "admin_token",
+            "--os-endpoint",
+            self.glance.url,
+            "--os-token",
+            self.cinder.headers["X-Auth-Token"],
+            "audit",
+            "--block-storage-endpoint",
+            self.cinder.api_url,
+            *args,
+        )
+        return r.returncode, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    glance = launcher.GlanceServer(
+        tmp_path_factory.mktemp("glance-audit"), processes=1
+    )
+    glance.start()
+    cinder = launcher.CinderServer(
+        tmp_path_factory.mktemp("cinder-audit"),
+        glance.url,
+        filter_options={"glance_endpoint": glance.url, "store_cache_ttl": "0"},
+    )
+    try:
+        start_all(cinder)
+        yield Env(glance, cinder)
+    finally:
+        cinder.stop()
+        glance.stop()
+
+
+def test_single_store_glance_refuses_a_store_spec(env: Env) -> None:
+    env.reconfigure(multistore=False)
+    try:
+        type_id = env.api.create_type()
+        resp = env.api.request(
+            "POST",
+            f"/types/{type_id}/extra_specs",
+            {"extra_specs": {KEY: "fast"}},
+        )
+        assert resp.status_code == 400, resp.text
+        assert "multi-store" in resp.json()["badRequest"]["message"]
+        resp = env.api.request(
+            "POST",
+            f"/types/{type_id}/extra_specs",
+            {"extra_specs": {"volume_backend_name": "lvm"}},
+        )
+        assert resp.status_code == 200, resp.text
+        assert env.api.specs(type_id) == {"volume_backend_name": "lvm"}
+    finally:
+        env.reconfigure()
+
+
+def test_audit_after_a_store_is_removed(env: Env, tmp_path: Path) -> None:
+    env.reconfigure()
+    on_cheap = env.api.create_type({KEY: "cheap"})
+    on_fast = env.api.create_type({KEY: "fast"})
+    plain = env.api.create_type({"volume_backend_name": "lvm"})
+    rc, out, err = env.audit("-f", "json")
+    assert rc == 0, err
+    assert json.loads(out)["broken"] == []
+
+    env.reconfigure(without=("cheap",))
+    try:
+        rc, out, err = env.audit("-f", "json")
+        assert rc == 3, err
+        report = json.loads(out)
+        assert report["stores"] == ["fast", "web"]
+        broken = {f["type_id"]: f for f in report["broken"]}
+        assert set(broken) == {on_cheap}
+        assert broken[on_cheap]["reason"] == "UnknownStore"
+        assert broken[on_cheap]["value"] == "cheap"
+        assert "fast" in broken[on_cheap]["message"]
+        assert report["checked"] >= 3
+        assert {on_fast, plain}.isdisjoint(broken)
+
+        rc, out, _ = env.audit()
+        assert rc == 3
+        header, _, *rows = out.splitlines()
+        assert header.split() == [
+            "type",
+            "id",
+            "key",
+            "value",
+            "problem",
+            "suggestion",
+        ]
+        assert any(on_cheap in row and "UnknownStore" in row for row in rows)
+        assert "1 of" in out
+
+        # the same check from a saved API answer, with no cinder-api
+        saved = tmp_path / "types.json"
+        resp = env.api.request("GET", "/types?is_public=None")
+        saved.write_text(resp.text)
+        r = cli(
+            "--os-endpoint-override",
+            env.glance.url,
+            "audit",
+            "--from-file",
+            str(saved),
+            "-f",
+            "json",
+        )
+        assert r.returncode == 3, r.stderr
+        from_file = json.loads(r.stdout)
+        assert [f["type_id"] for f in from_file["broken"]] == [on_cheap]
+    finally:
+        env.reconfigure()
+    rc, out, err = env.audit()
+    assert rc == 0, err
+    assert "volume types are valid" in out
+
+
+def test_audit_openstackclient_file(env: Env, tmp_path: Path) -> None:
+    env.reconfigure()
+    listing = [
+        {
+            "ID": "a1",
+            "Name": "gold",
+            "Is Public": True,
+            "Description": None,
+            "Properties": {KEY: "web", "volume_backend_name": "lvm"},
+        },
+        {
+            "ID": "a2",
+            "Name": "silver",
+            "Is Public": True,
+            "Description": None,
+            "Properties": "image_service:store_id='cheap', x='1'",
+        },
+        {"ID": "a3", "Name": "bronze", "Properties": {}},
+    ]
+    path = tmp_path / "osc.json"
+    path.write_text(json.dumps(listing))
+    r = cli(
+        "--os-endpoint-override",
+        env.glance.url,
+        "audit",
+        "--from-file",
+        str(path),
+        "-f",
+        "json",
+    )
+    assert r.returncode == 3, r.stderr
+    report = json.loads(r.stdout)
+    assert report["checked"] == 3
+    assert [(f["type_name"], f["reason"]) for f in report["broken"]] == [
+        ("gold", "ReadOnlyStore")
+    ]
+
+
+def test_audit_errors(env: Env, tmp_path: Path) -> None:
+    env.reconfigure()
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"ID": "x", "Name": "y"}]')
+    r = cli(
+        "--os-endpoint-override",
+        env.glance.url,
+        "audit",
+        "--from-file",
+        str(bad),
+    )
+    assert r.returncode == 2
+    assert "use --long" in r.stderr
+    # no block-storage endpoint to be found: a service error, exit 4
+    r = cli("--os-endpoint-override", env.glance.url, "audit")
+    assert r.returncode == 4
+    assert "block-storage" in r.stderr
+    assert "Traceback" not in r.stderr

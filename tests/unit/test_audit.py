@@ -1,0 +1,137 @@
+"""audit: parsing both file shapes, findings, and listing from Cinder."""
+
+from __future__ import annotations
+
+import pytest
+import requests_mock
+from keystoneauth1 import adapter, session
+
+from volume_image import audit, cinder, errors, stores
+
+KEY = "image_service:store_id"
+CAT = stores.parse_stores(
+    {
+        "stores": [
+            {"id": "fast", "default": "true"},
+            {"id": "cheap"},
+            {"id": "web", "read-only": "true"},
+        ]
+    }
+)
+CINDER = "http://cinder.test/v3/p1"
+
+
+def test_api_document() -> None:
+    doc = {
+        "volume_types": [
+            {"id": "1", "name": "a", "extra_specs": {KEY: "cheap"}},
+            {"id": "2", "name": "b", "extra_specs": {KEY: "gone"}},
+            {
+                "id": "3",
+                "name": "c",
+                "extra_specs": {"Image_Service:Store_Id": "fast"},
+            },
+            {"id": "4", "name": "d", "extra_specs": {}},
+        ]
+    }
+    found = audit.audit(audit.parse_volume_types(doc), CAT)
+    assert [(f.type_id, f.reason) for f in found] == [
+        ("2", "UnknownStore"),
+        ("3", "UnknownSpecKey"),
+    ]
+    assert found[0].value == "gone"
+    assert found[1].suggestion == KEY
+    assert found[0].as_dict()["type_name"] == "b"
+
+
+def test_openstackclient_listing_both_property_forms() -> None:
+    listing = [
+        {"ID": "1", "Name": "a", "Properties": {KEY: "web"}},
+        {
+            "ID": "2",
+            "Name": "b",
+            "Properties": "image_service:store_id='x y', k='a,b'",
+        },
+        {"ID": "3", "Name": "c", "Properties": ""},
+        {"ID": "4", "Name": "d", "Properties": None},
+    ]
+    types = audit.parse_volume_types(listing)
+    assert types[1].extra_specs == {KEY: "x y", "k": "a,b"}
+    assert types[2].extra_specs == {}
+    found = audit.audit(types, CAT)
+    assert [(f.type_id, f.reason) for f in found] == [
+        ("1", "ReadOnlyStore"),
+        ("2", "UnknownStore"),
+    ]
+
+
+def test_single_store_glance_breaks_every_store_spec() -> None:
+    single = stores.StoreCatalog(stores=(), multistore=False, detailed=False)
+    types = audit.parse_volume_types(
+        {
+            "volume_types": [
+                {"id": "1", "name": "a", "extra_specs": {KEY: "fast"}},
+                {"id": "2", "name": "b", "extra_specs": {"x": "y"}},
+            ]
+        }
+    )
+    found = audit.audit(types, single)
+    assert [(f.type_id, f.reason, f.value) for f in found] == [
+        ("1", "MultiStoreDisabled", "fast")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"types": []}, "expected"),
+        ("x", "expected"),
+        ({"volume_types": {}}, "must be a list"),
+        ([{"Name": "a"}], "no 'ID'"),
+        ([{"ID": "1", "Name": "a"}], "use --long"),
+        ([{"ID": "1", "Properties": "garbage"}], "cannot read"),
+        ([{"ID": "1", "Properties": 5}], "must be an object"),
+    ],
+)
+def test_bad_documents(doc: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        audit.parse_volume_types(doc)
+
+
+def bs_adapter() -> adapter.Adapter:
+    return adapter.Adapter(
+        session.Session(timeout=5), endpoint_override=CINDER
+    )
+
+
+def test_list_follows_pages(rmock: requests_mock.Mocker) -> None:
+    rmock.get(
+        CINDER + "/types?is_public=None",
+        json={
+            "volume_types": [{"id": "1"}],
+            "volume_types_links": [
+                {"rel": "next", "href": CINDER + "/types?marker=1"}
+            ],
+        },
+    )
+    rmock.get(CINDER + "/types?marker=1", json={"volume_types": [{"id": "2"}]})
+    doc = cinder.list_volume_types(bs_adapter())
+    assert [t["id"] for t in doc["volume_types"]] == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"status_code": 403, "text": "forbidden"}, "admin role"),
+        ({"status_code": 204}, "answered 204"),
+        ({"text": "not json"}, "not JSON"),
+        ({"json": {"types": []}}, "without a volume_types list"),
+    ],
+)
+def test_list_errors(
+    rmock: requests_mock.Mocker, kwargs: dict[str, object], message: str
+) -> None:
+    rmock.get(CINDER + "/types?is_public=None", **kwargs)
+    with pytest.raises(errors.BlockStorageError, match=message) as info:
+        cinder.list_volume_types(bs_adapter())
+    assert info.value.exit_code == 4

@@ -1,0 +1,105 @@
+"""The API hook: statuses, the refresh of an unknown store, fail-open."""
+
+from __future__ import annotations
+
+import pytest
+
+from volume_image import errors, hooks, stores, validation
+
+KEY = "image_service:store_id"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def catalog(*ids: str) -> stores.StoreCatalog:
+    return stores.parse_stores(
+        {"stores": [{"id": i, "default": i == ids[0]} for i in ids]}
+    )
+
+
+def make_hook(
+    answers: list[stores.StoreCatalog | Exception], **kw: bool
+) -> tuple[hooks.ExtraSpecsHook, list[int], Clock]:
+    calls: list[int] = []
+    clock = Clock()
+
+    def fetch() -> stores.StoreCatalog:
+        calls.append(1)
+        answer = answers[min(len(calls), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    cache = validation.StoreCatalogCache(fetch, ttl=60, clock=clock)
+    return (
+        hooks.ExtraSpecsHook(validation.Validator(cache), **kw),
+        calls,
+        clock,
+    )
+
+
+def test_valid_returns_none() -> None:
+    hook, calls, _ = make_hook([catalog("fast", "cheap")])
+    assert hook.check({KEY: "cheap", "x": "y"}) is None
+    assert calls == [1]
+
+
+def test_spec_errors_are_400() -> None:
+    hook, _, _ = make_hook([catalog("fast")])
+    for specs in ({KEY: "nosuch"}, {"IMAGE_SERVICE:store_id": "fast"}):
+        with pytest.raises(errors.SpecError) as info:
+            hook.check(specs)
+        assert info.value.http_status == 400
+
+
+def test_store_added_in_glance_is_found_by_one_refresh() -> None:
+    hook, calls, clock = make_hook([catalog("fast"), catalog("fast", "new")])
+    hook.check({KEY: "fast"})
+    clock.now += 5
+    hook.check({KEY: "new"})
+    assert len(calls) == 2
+
+
+def test_unknown_store_right_after_a_fetch_is_not_refetched() -> None:
+    hook, calls, _ = make_hook([catalog("fast")])
+    with pytest.raises(errors.UnknownStore):
+        hook.check({KEY: "nosuch"})
+    with pytest.raises(errors.UnknownStore):
+        hook.check({KEY: "nosuch"})
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        errors.GlanceUnavailable("refused"),
+        errors.GlanceAuthError("401", status_code=401),
+        errors.BadStoreCatalog("not JSON"),
+    ],
+)
+def test_glance_trouble_is_503(cause: errors.GlanceError) -> None:
+    hook, _, _ = make_hook([cause])
+    with pytest.raises(errors.StoreCheckUnavailable) as info:
+        hook.check({KEY: "fast"})
+    assert info.value.http_status == 503
+    assert info.value.__cause__ is cause
+
+
+def test_multistore_disabled_stays_400() -> None:
+    hook, _, _ = make_hook([errors.MultiStoreDisabled("no multi-store")])
+    with pytest.raises(errors.MultiStoreDisabled) as info:
+        hook.check({KEY: "fast"})
+    assert info.value.http_status == 400
+
+
+def test_fail_open() -> None:
+    hook, _, _ = make_hook([errors.GlanceUnavailable("down")], fail_open=True)
+    assert hook.check({KEY: "fast"}) is None
+    with pytest.raises(errors.ReservedStore):
+        hook.check({KEY: "os_glance_staging_store"})

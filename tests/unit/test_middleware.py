@@ -1,0 +1,299 @@
+"""The store_validation WSGI filter, in process, over requests-mock."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests_mock
+
+from volume_image import middleware
+
+from .conftest import URL
+
+DATA = Path(__file__).parent.parent / "data"
+STORES = json.loads((DATA / "stores-glance33.json").read_text())
+KEY = "image_service:store_id"
+
+
+class App:
+    """The next WSGI app: records what reached it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.calls += 1
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        self.bodies.append(environ["wsgi.input"].read(length))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"cinder"]
+
+
+def call(
+    app: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    data = (
+        raw
+        if raw is not None
+        else (b"" if body is None else json.dumps(body).encode())
+    )
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "/v3",
+        "PATH_INFO": path,
+        "CONTENT_LENGTH": str(len(data)) if data else "",
+        "wsgi.input": io.BytesIO(data),
+    }
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    status: list[str] = []
+
+    def start_response(s: str, h: Any, exc_info: Any = None) -> None:
+        status.append(s)
+
+    out = b"".join(app(environ, start_response))
+    return int(status[0].split()[0]), out
+
+
+@pytest.fixture
+def stores_mock(rmock: requests_mock.Mocker) -> requests_mock.Mocker:
+    rmock.get(URL + "/v2/info/stores/detail", status_code=403)
+    rmock.get(URL + "/v2/info/stores", json=STORES)
+    return rmock
+
+
+def make(**options: str) -> tuple[middleware.StoreValidationFilter, App]:
+    options.setdefault("glance_endpoint", URL)
+    app = App()
+    return middleware.filter_factory({}, **options)(app), app
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        (
+            "POST",
+            "/p1/types",
+            {"volume_type": {"name": "a", "extra_specs": {KEY: "web"}}},
+        ),
+        (
+            "POST",
+            "/types",
+            {"volume_type": {"name": "a", "extra_specs": {KEY: "web"}}},
+        ),
+        (
+            "PUT",
+            "/p1/types/t1",
+            {"volume_type": {"extra_specs": {KEY: "web"}}},
+        ),
+        ("POST", "/p1/types/t1/extra_specs", {"extra_specs": {KEY: "web"}}),
+        ("POST", "/types/t1/extra_specs/", {"extra_specs": {KEY: "web"}}),
+        (
+            "POST",
+            "/p1/types/t1/extra_specs.json",
+            {"extra_specs": {KEY: "web"}},
+        ),
+        (
+            "PUT",
+            "/p1/types/t1/extra_specs/image_service:store_id",
+            {KEY: "web"},
+        ),
+        (
+            "PUT",
+            "/types/t1/extra_specs/image_service%3Astore_id",
+            {KEY: "web"},
+        ),
+        (
+            "PUT",
+            "/v3/p1/types/t1/extra_specs/image_service:store_id",
+            {KEY: "web"},
+        ),
+    ],
+)
+def test_every_write_route_is_checked(
+    stores_mock: requests_mock.Mocker, method: str, path: str, body: Any
+) -> None:
+    filt, app = make()
+    status, out = call(filt, method, path, body)
+    assert status == 400
+    fault = json.loads(out)["badRequest"]
+    assert fault["code"] == 400
+    assert "read-only" in fault["message"]
+    assert app.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/p1/types/t1/extra_specs"),
+        ("DELETE", "/p1/types/t1/extra_specs/image_service:store_id"),
+        ("PUT", "/p1/types"),
+        ("POST", "/p1/types/t1"),
+        ("PUT", "/p1/types/t1/extra_specs"),
+        ("POST", "/p1/types/t1/extra_specs/k"),
+        ("POST", "/p1/types/t1/action"),
+        ("POST", "/p1/volumes"),
+        ("POST", "/p1/qos-specs"),
+    ],
+)
+def test_other_requests_pass_untouched(
+    rmock: requests_mock.Mocker, method: str, path: str
+) -> None:
+    filt, app = make()
+    raw = json.dumps({"extra_specs": {KEY: "web"}, KEY: "web"}).encode()
+    status, out = call(filt, method, path, raw=raw)
+    assert (status, out) == (200, b"cinder")
+    assert app.bodies == [raw]
+    assert rmock.call_count == 0
+
+
+def test_good_body_passes_byte_for_byte(
+    stores_mock: requests_mock.Mocker,
+) -> None:
+    filt, app = make()
+    raw = b'{ "extra_specs" :{"image_service:store_id":"cheap","n":"\\u00e9"}}'
+    status, _ = call(filt, "POST", "/p1/types/t1/extra_specs", raw=raw)
+    assert status == 200
+    assert app.bodies == [raw]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"extra_specs": "x"}', b"null"],
+)
+def test_malformed_bodies_are_left_to_cinder(
+    rmock: requests_mock.Mocker, raw: bytes
+) -> None:
+    filt, app = make()
+    status, _ = call(filt, "POST", "/p1/types/t1/extra_specs", raw=raw)
+    assert status == 200
+    assert app.bodies == [raw]
+    assert rmock.call_count == 0
+
+
+def test_no_body_is_left_to_cinder(rmock: requests_mock.Mocker) -> None:
+    filt, app = make()
+    status, _ = call(filt, "POST", "/p1/types/t1/extra_specs")
+    assert status == 200
+    assert app.calls == 1
+
+
+def test_oversized_body_is_refused(rmock: requests_mock.Mocker) -> None:
+    filt, app = make()
+    raw = b" " * (middleware.MAX_BODY + 1)
+    status, out = call(filt, "POST", "/p1/types/t1/extra_specs", raw=raw)
+    assert status == 413
+    assert json.loads(out)["overLimit"]["code"] == 413
+    assert app.calls == 0
+
+
+def test_specs_without_the_namespace_never_ask_glance(
+    rmock: requests_mock.Mocker,
+) -> None:
+    filt, app = make()
+    body = {"extra_specs": {"volume_backend_name": "lvm"}}
+    status, _ = call(filt, "POST", "/p1/types/t1/extra_specs", body)
+    assert status == 200
+    assert app.calls == 1
+    assert rmock.call_count == 0
+
+
+def test_glance_down_is_503_fail_closed(rmock: requests_mock.Mocker) -> None:
+    rmock.get(URL + "/v2/info/stores/detail", status_code=503)
+    filt, app = make()
+    body = {"extra_specs": {KEY: "cheap"}}
+    status, out = call(filt, "POST", "/p1/types/t1/extra_specs", body)
+    assert status == 503
+    fault = json.loads(out)["serviceUnavailable"]
+    assert "Nothing was stored" in fault["message"]
+    assert URL not in fault["message"]  # no internal endpoint to callers
+    assert app.calls == 0
+
+
+def test_fail_open_lets_the_write_through_with_a_warning(
+    rmock: requests_mock.Mocker, caplog: pytest.LogCaptureFixture
+) -> None:
+    rmock.get(URL + "/v2/info/stores/detail", status_code=503)
+    filt, app = make(fail_open="true")
+    body = {"extra_specs": {KEY: "cheap"}}
+    status, _ = call(filt, "POST", "/p1/types/t1/extra_specs", body)
+    assert status == 200
+    assert app.calls == 1
+    assert "stored unchecked" in caplog.text
+    # local rules still hold with Glance down
+    body = {"extra_specs": {KEY: "os_glance_tasks_store"}}
+    status, _ = call(filt, "POST", "/p1/types/t1/extra_specs", body)
+    assert status == 400
+
+
+def test_single_store_glance_is_400(rmock: requests_mock.Mocker) -> None:
+    for path in ("/v2/info/stores/detail", "/v2/info/stores"):
+        rmock.get(
+            URL + path,
+            status_code=404,
+            text="<html>404 Not Found: Multi backend is not supported</html>",
+        )
+    filt, _ = make()
+    body = {"extra_specs": {KEY: "fast"}}
+    status, out = call(filt, "POST", "/p1/types/t1/extra_specs", body)
+    assert status == 400
+    assert "multi-store" in json.loads(out)["badRequest"]["message"]
+
+
+def test_catalog_is_cached(stores_mock: requests_mock.Mocker) -> None:
+    filt, _ = make()
+    body = {"extra_specs": {KEY: "cheap"}}
+    for _ in range(5):
+        assert call(filt, "POST", "/p1/types/t1/extra_specs", body)[0] == 200
+    assert stores_mock.call_count == 2  # detail (403) + the list, once
+
+
+def test_forward_token(rmock: requests_mock.Mocker) -> None:
+    rmock.get(URL + "/v2/info/stores/detail", status_code=403)
+    rmock.get(URL + "/v2/info/stores", json=STORES)
+    filt, _ = make(forward_token="yes", store_cache_ttl="0")
+    body = {"extra_specs": {KEY: "cheap"}}
+    headers = {"X-Auth-Token": "caller-token"}
+    status, _ = call(
+        filt, "POST", "/p1/types/t1/extra_specs", body, headers=headers
+    )
+    assert status == 200
+    assert rmock.last_request is not None
+    assert rmock.last_request.headers["X-Auth-Token"] == "caller-token"
+
+
+def test_forward_token_needs_an_endpoint() -> None:
+    with pytest.raises(ValueError, match="glance_endpoint"):
+        middleware.filter_factory({}, forward_token="true")
+
+
+def test_unknown_paste_option_fails_at_load() -> None:
+    with pytest.raises(ValueError, match="fail_opn"):
+        middleware.filter_factory({}, glance_endpoint=URL, fail_opn="true")
+
+
+def test_config_file(
+    tmp_path: Path, stores_mock: requests_mock.Mocker
+) -> None:
+    conf = tmp_path / "volume_image.conf"
+    conf.write_text(
+        f"[glance]\nendpoint_override = {URL}\n"
+        "[volume_image]\nstore_cache_ttl = 0\n"
+    )
+    app = App()
+    filt = middleware.filter_factory({}, config_file=str(conf))(app)
+    body = {"extra_specs": {KEY: "cheap"}}
+    for _ in range(2):
+        assert call(filt, "POST", "/p1/types/t1/extra_specs", body)[0] == 200
+    assert stores_mock.call_count == 3  # the 403 is remembered; ttl 0

@@ -1,0 +1,126 @@
+"""Read volume types from a block-storage API (Cinder) for ``audit``.
+
+The only module that talks to Cinder; its exceptions become
+:class:`~volume_image.errors.BlockStorageError` here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import exceptions as ks_exc
+
+from volume_image import errors, glance
+
+__all__ = ["list_volume_types"]
+
+#: the official service type; keystoneauth also matches its aliases
+#: (volumev3, volume) in the service catalog
+SERVICE_TYPE = "block-storage"
+
+# Pages are followed through volume_types_links; this bounds a server that
+# keeps answering with the same "next" link
+_MAX_PAGES = 1000
+
+
+def list_volume_types(adapter: ks_adapter.Adapter) -> dict[str, Any]:
+    """Every volume type, public and private, with its extra specs.
+
+    Needs a role that may list private types (admin); others see only
+    the public ones.
+
+    :param adapter: an adapter for the block-storage API; its endpoint is
+        the API root with the project, e.g. ``https://cinder/v3/PROJECT``.
+    :returns: ``{"volume_types": [...]}`` as the API answers it, all
+        pages joined.
+    :raises BlockStorageError: the API cannot be asked or refused.
+    """
+    endpoint = _endpoint(adapter)
+    url = "/types?is_public=None"
+    types: list[Any] = []
+    for _ in range(_MAX_PAGES):
+        doc = _get(adapter, url, endpoint)
+        page = doc.get("volume_types") if isinstance(doc, dict) else None
+        if not isinstance(page, list):
+            raise errors.BlockStorageError(
+                f"GET {url} answered without a volume_types list",
+                endpoint=endpoint,
+            )
+        types.extend(page)
+        next_url = _next_link(doc)
+        if next_url is None:
+            return {"volume_types": types}
+        url = next_url
+    raise errors.BlockStorageError(
+        f"GET /types kept paging past {_MAX_PAGES} pages",
+        endpoint=endpoint,
+    )
+
+
+def _next_link(doc: dict[str, Any]) -> str | None:
+    for link in doc.get("volume_types_links") or []:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            href = link.get("href")
+            return str(href) if href else None
+    return None
+
+
+def _endpoint(adapter: ks_adapter.Adapter) -> str | None:
+    try:
+        url = adapter.get_endpoint()
+    except ks_exc.ClientException:
+        return None
+    return str(url) if url else None
+
+
+def _get(adapter: ks_adapter.Adapter, url: str, endpoint: str | None) -> Any:
+    try:
+        resp = adapter.get(
+            url,
+            raise_exc=False,
+            headers={"Accept": "application/json"},
+        )
+    except (
+        ks_exc.EndpointNotFound,
+        ks_exc.CatalogException,
+        ks_exc.MissingAuthPlugin,
+    ) as exc:
+        raise errors.BlockStorageError(
+            f"no block-storage endpoint to ask: {exc}. Give "
+            "--block-storage-endpoint, or credentials whose service catalog "
+            "lists block-storage (check the interface and region)",
+        ) from exc
+    except (ks_exc.HttpError, ks_exc.AuthorizationFailure) as exc:
+        # raised by the auth plugin while it talks to Keystone
+        raise errors.BlockStorageError(
+            f"cannot authenticate to list volume types: {exc}",
+            endpoint=endpoint,
+        ) from exc
+    except (ks_exc.ClientException, OSError) as exc:
+        raise errors.BlockStorageError(
+            f"the block-storage API is unavailable: GET {url} failed: "
+            f"{glance.describe_failure(exc)}",
+            endpoint=endpoint,
+        ) from exc
+    what = f"GET {url}"
+    if resp.status_code != 200:
+        hint = (
+            ". Listing all volume types needs the admin role"
+            if resp.status_code in (401, 403)
+            else ""
+        )
+        raise errors.BlockStorageError(
+            f"{what} answered {resp.status_code}: "
+            f"{resp.text.strip()[:300] or resp.reason}{hint}",
+            status_code=resp.status_code,
+            request_id=resp.headers.get("x-openstack-request-id"),
+            endpoint=endpoint,
+        )
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise errors.BlockStorageError(
+            f"{what} answered 200 with a body that is not JSON",
+            endpoint=endpoint,
+        ) from exc

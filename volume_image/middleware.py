@@ -1,0 +1,308 @@
+"""A WSGI filter for cinder-api's paste pipeline that checks every write
+of ``image_service:`` extra specs before Cinder stores it.
+
+Deploy it without touching Cinder's code, in ``api-paste.ini``::
+
+    [filter:store_validation]
+    paste.filter_factory = volume_image.middleware:filter_factory
+    config_file = /etc/cinder/volume_image.conf
+
+    [composite:openstack_volume_api_v3]
+    use = call:cinder.api.middleware.auth:pipeline_factory
+    noauth = ... noauth store_validation apiv3
+    keystone = ... authtoken keystonecontext store_validation apiv3
+
+Right before ``apiv3``: after authentication, so an anonymous caller
+never makes us ask Glance.  The filter answers its own errors in Cinder's
+fault format, so its place relative to ``faultwrap`` does not matter.
+
+Paste options (all optional):
+
+``config_file``
+    An oslo.config file with our ``[glance]`` and ``[volume_image]``
+    groups: keystoneauth1 service credentials, cache TTL, ``fail_open``.
+``glance_endpoint``
+    Glance's URL; sets ``[glance] endpoint_override``.
+``forward_token``
+    ``true``: ask Glance with the caller's ``X-Auth-Token`` instead of the
+    service credentials.
+``fail_open``, ``store_cache_ttl``, ``use_store_detail``
+    Override the ``[volume_image]`` options of the same name.
+
+Intercepted, with or without a project id in the path::
+
+    POST /v3/{project_id}/types                         volume_type.extra_specs
+    PUT  /v3/{project_id}/types/{type_id}               volume_type.extra_specs
+    POST /v3/{project_id}/types/{type_id}/extra_specs   extra_specs
+    PUT  /v3/{project_id}/types/{type_id}/extra_specs/{key}   {key: value}
+
+Everything else passes untouched.  A body that is not JSON, or not of the
+shape above, is passed on for Cinder to reject with its own message.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from keystoneauth1 import plugin
+from oslo_config import cfg
+from oslo_utils import strutils
+
+from volume_image import config, errors, glance, hooks
+
+__all__ = ["StoreValidationFilter", "filter_factory"]
+
+LOG = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# PATH_INFO inside cinder's /v3 composite (the prefix is optional so the
+# filter also works in a pipeline mounted at /).  Routes may end in
+# ".json" (Routes' format suffix) or a slash.
+_ROUTE = re.compile(
+    r"^(?:/v3)?(?:/(?P<project>[^/]+))?/types"
+    r"(?:/(?P<type_id>[^/]+?)"
+    r"(?P<specs>/extra_specs(?:/(?P<key>[^/]+?))?)?)?"
+    r"(?:\.json)?/?$"
+)
+
+# More than Cinder's own sizelimit default (112 KiB): a body this large is
+# refused by Cinder anyway, and reading it must not cost unbounded memory
+MAX_BODY = 1024 * 1024
+
+# Cinder's fault names (cinder.api.openstack.wsgi.Fault)
+_FAULT_NAMES = {
+    400: "badRequest",
+    403: "forbidden",
+    413: "overLimit",
+    503: "serviceUnavailable",
+}
+
+_PASTE_OPTIONS = {
+    "fail_open",
+    "store_cache_ttl",
+    "use_store_detail",
+}
+
+
+class StoreValidationFilter:
+    """Answer 400 (or 503) for extra-spec writes our hook refuses.
+
+    :param app: the next WSGI application.
+    :param hook: the validation hook.
+    :param token_var: when given, the caller's ``X-Auth-Token`` is put
+        here for the duration of the check (``forward_token``).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        hook: hooks.ExtraSpecsHook,
+        *,
+        token_var: contextvars.ContextVar[str | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.hook = hook
+        self.token_var = token_var
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Check the request if it writes extra specs, then pass it on."""
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("POST", "PUT"):
+            return self.app(environ, start_response)
+        match = _ROUTE.match(environ.get("PATH_INFO", ""))
+        if match is None:
+            return self.app(environ, start_response)
+        kind = _route_kind(method, match)
+        if kind is None:
+            return self.app(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length <= 0:
+            # no body, or chunked: Cinder cannot read it either and
+            # refuses the request, so nothing can be stored
+            return self.app(environ, start_response)
+        if length > MAX_BODY:
+            return _fault(
+                start_response,
+                413,
+                f"request body of {length} bytes is larger than the "
+                f"{MAX_BODY} bytes an extra-spec write may have",
+            )
+        body = environ["wsgi.input"].read(length)
+        # Cinder reads the body after us: hand it the same bytes
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        extra_specs = _extra_specs(kind, body)
+        if extra_specs is None:
+            return self.app(environ, start_response)
+        try:
+            self._check(environ, extra_specs)
+        except errors.VolumeImageError as exc:
+            LOG.info(
+                "refused %s %s (request %s): %s",
+                method,
+                environ.get("PATH_INFO"),
+                environ.get("openstack.request_id", "-"),
+                exc,
+            )
+            return _fault(start_response, exc.http_status, str(exc))
+        return self.app(environ, start_response)
+
+    def _check(
+        self, environ: dict[str, Any], extra_specs: Mapping[str, Any]
+    ) -> None:
+        if self.token_var is None:
+            self.hook.check(extra_specs)
+            return
+        reset = self.token_var.set(environ.get("HTTP_X_AUTH_TOKEN"))
+        try:
+            self.hook.check(extra_specs)
+        finally:
+            self.token_var.reset(reset)
+
+
+def _route_kind(method: str, match: re.Match[str]) -> str | None:
+    """Which body shape a write has, or None for other requests."""
+    type_id, has_specs, key = match.group("type_id", "specs", "key")
+    if type_id is None:
+        return "type" if method == "POST" else None
+    if not has_specs:
+        return "type" if method == "PUT" else None
+    if key is None:
+        return "specs" if method == "POST" else None
+    return "key" if method == "PUT" else None
+
+
+def _extra_specs(kind: str, body: bytes) -> Mapping[str, Any] | None:
+    """The extra specs a request body writes, or None when the body is
+    not of the shape Cinder accepts (Cinder then rejects it itself).
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if kind == "type":
+        vtype = doc.get("volume_type")
+        if not isinstance(vtype, dict):
+            return None
+        doc = vtype.get("extra_specs")
+    elif kind == "specs":
+        doc = doc.get("extra_specs")
+    # kind "key": the body is {key: value}; Cinder refuses it unless the
+    # key is the URL's, so checking the body checks what is stored
+    return doc if isinstance(doc, dict) else None
+
+
+def _fault(
+    start_response: StartResponse, status: int, message: str
+) -> list[bytes]:
+    """Answer the way Cinder's fault wrapper does."""
+    name = _FAULT_NAMES.get(status, "computeFault")
+    payload = json.dumps({name: {"code": status, "message": message}}).encode()
+    reason = {
+        400: "Bad Request",
+        403: "Forbidden",
+        413: "Request Entity Too Large",
+        503: "Service Unavailable",
+    }.get(status, "Error")
+    start_response(
+        f"{status} {reason}",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+        ],
+    )
+    return [payload]
+
+
+class _ForwardedToken(plugin.BaseAuthPlugin):
+    """Auth with whatever token the current request carries."""
+
+    def __init__(self, token_var: contextvars.ContextVar[str | None]):
+        super().__init__()
+        self._var = token_var
+
+    def get_token(self, session: Any, **kwargs: Any) -> str | None:
+        return self._var.get()
+
+    def get_endpoint(self, session: Any, **kwargs: Any) -> str | None:
+        # the endpoint comes from [glance] endpoint_override
+        return None
+
+
+def _load_conf(local_conf: Mapping[str, str]) -> cfg.ConfigOpts:
+    unknown = (
+        set(local_conf)
+        - _PASTE_OPTIONS
+        - {
+            "config_file",
+            "glance_endpoint",
+            "forward_token",
+        }
+    )
+    if unknown:
+        raise ValueError(
+            "unknown store_validation paste option(s): "
+            + ", ".join(sorted(unknown))
+        )
+    conf = cfg.ConfigOpts()
+    config.register_opts(conf)
+    files = [local_conf["config_file"]] if "config_file" in local_conf else []
+    # args=[]: never parse the API server's own command line
+    conf(args=[], project="volume_image", default_config_files=files)
+    if "glance_endpoint" in local_conf:
+        conf.set_override(
+            "endpoint_override",
+            local_conf["glance_endpoint"],
+            group=config.GLANCE_GROUP,
+        )
+    for name in _PASTE_OPTIONS & set(local_conf):
+        conf.set_override(name, local_conf[name], group=config.GROUP)
+    return conf
+
+
+def filter_factory(
+    global_conf: Mapping[str, str], **local_conf: str
+) -> Callable[[WSGIApp], StoreValidationFilter]:
+    """The ``paste.filter_factory`` entry point (see the module doc).
+
+    :raises ValueError: an unknown paste option (a typo must not leave the
+        filter running with defaults).
+    :raises VolumeImageError: the ``[glance]`` options are unusable.
+    """
+    conf = _load_conf(local_conf)
+    forward = strutils.bool_from_string(
+        local_conf.get("forward_token", "false"), strict=True
+    )
+    token_var: contextvars.ContextVar[str | None] | None = None
+    client = None
+    if forward:
+        if not conf[config.GLANCE_GROUP].endpoint_override:
+            raise ValueError(
+                "forward_token needs glance_endpoint (or [glance] "
+                "endpoint_override)"
+            )
+        token_var = contextvars.ContextVar("volume_image_token", default=None)
+        client = glance.GlanceClient.from_conf(
+            conf, auth=_ForwardedToken(token_var)
+        )
+    hook = hooks.ExtraSpecsHook.from_conf(conf, client=client)
+
+    def _filter(app: WSGIApp) -> StoreValidationFilter:
+        return StoreValidationFilter(app, hook, token_var=token_var)
+
+    return _filter
