@@ -1,7 +1,8 @@
 # The two commands of README.rst:
 #   make demo   set up, start a local Glance, show the main job
-#   make test   set up, lint, type-check and run every test against the
-#               real servers (Glance, cinder-api; qemu-img)
+#   make test   set up, lint, type-check, build the docs (sphinx-build -W)
+#               and run every test against the real servers (Glance,
+#               cinder-api; qemu-img)
 # Server virtualenvs are built once and cached (see
 # volume_image/testing/launcher.py); the project's own venv is .venv.
 
@@ -9,7 +10,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup servers demo test lint unit functional sample-config clean
+.PHONY: setup servers demo test lint docs unit functional sample-config clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +26,13 @@ demo: servers
 	$(BIN)/python -m volume_image.testing.demo
 
 lint: setup
-	$(BIN)/ruff check volume_image tests bench
-	$(BIN)/ruff format --check volume_image tests bench
+	$(BIN)/ruff check volume_image tests bench doc
+	$(BIN)/ruff format --check volume_image tests bench doc
 	$(BIN)/mypy
+
+# -W: a warning (broken reference, bad markup) fails the build
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -q -b html doc/source doc/build/html
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit
@@ -35,7 +40,7 @@ unit: setup
 functional: servers
 	$(BIN)/python -m pytest tests/functional
 
-test: servers lint
+test: servers lint docs
 	$(BIN)/python -m pytest
 
 sample-config: setup
@@ -43,4 +48,4 @@ sample-config: setup
 		--output-file doc/source/_static/volume_image.conf.sample
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build doc/build *.egg-info

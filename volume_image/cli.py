@@ -48,6 +48,7 @@ __all__ = [
     "EXIT_SPEC",
     "EXIT_UPLOAD",
     "EXIT_USAGE",
+    "build_parser",
     "main",
 ]
 
@@ -64,7 +65,12 @@ class UsageError(Exception):
     """Bad command-line input found after argparse."""
 
 
-def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line's parser (the docs render its help).
+
+    :param argv: the arguments about to be parsed: keystoneauth1 adds the
+        options of the ``--os-auth-type`` they name.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Check Glance stores and image_service:store_id extra "
@@ -562,7 +568,10 @@ def cmd_upload(ctx: Context) -> int:
     if args.format == "json":
         ctx.print_json({**result.as_dict(), "throughput": result.throughput})
         return EXIT_OK
-    rows = [[k, str(v)] for k, v in result.as_dict().items()]
+    rows = [
+        [k, f"{v:.2f}" if isinstance(v, float) else str(v)]
+        for k, v in result.as_dict().items()
+    ]
     ctx.print(_table(rows, ["field", "value"]))
     ctx.print(
         f"uploaded {result.size / 1e6:.1f} MB to store "
@@ -601,7 +610,7 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        parser = _parser(argv)
+        parser = build_parser(argv)
     except ks_exc.NoMatchingPlugin as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE

@@ -79,6 +79,8 @@ __all__ = [
 class VolumeImageError(Exception):
     """Base of every error ``volume_image`` raises.
 
+    Fix: see the subclass; the message says what to do.
+
     :param message: one sentence that says what is wrong and what to do.
     :param status_code: the HTTP status Glance answered, if any.
     :param request_id: Glance's ``x-openstack-request-id``, if any.
@@ -123,7 +125,10 @@ class VolumeImageError(Exception):
 
 
 class SpecError(VolumeImageError):
-    """The extra spec is wrong; an operator has to change it."""
+    """The extra spec is wrong; an operator has to change it.
+
+    Fix: the message names the key, the value and a valid choice.
+    """
 
     http_status = 400
     exit_code = 3
@@ -144,59 +149,100 @@ class SpecError(VolumeImageError):
 
 
 class InvalidStoreId(SpecError):
-    """The store id is not a well-formed value."""
+    """The store id is not a well-formed value.
+
+    Fix: a non-empty string of at most 255 characters, without control
+    characters or surrounding whitespace.
+    """
 
 
 class ReservedStore(SpecError):
-    """The store id uses Glance's reserved ``os_glance_`` prefix."""
+    """The store id uses Glance's reserved ``os_glance_`` prefix.
+
+    Fix: choose a store that ``volume-image stores`` lists.
+    """
 
 
 class UnknownStore(SpecError):
-    """Glance has no store with this id."""
+    """Glance has no store with this id.
+
+    Fix: use the suggested id or one ``volume-image stores`` lists, or
+    unset the spec to use Glance's default store.
+    """
 
 
 class ReadOnlyStore(SpecError):
-    """The store exists but accepts no new image data."""
+    """The store exists but accepts no new image data.
+
+    Fix: choose one of the writable stores the message lists.
+    """
 
 
 class UnknownSpecKey(SpecError):
-    """A key in the ``image_service:`` namespace that we do not know."""
+    """A key in the ``image_service:`` namespace that Cinder would ignore:
+    unknown (a typo) or, where specs are written, not lower-case.
+
+    Fix: use the suggested key.
+    """
 
 
 class ConflictingSpecKeys(SpecError):
-    """The same ``image_service:`` key appears twice in different cases."""
+    """The same ``image_service:`` key appears twice in different cases.
+
+    Fix: keep only the lower-case key.
+    """
 
 
 class GlanceError(VolumeImageError):
-    """Glance could not be asked, refused us, or answered nonsense."""
+    """Glance could not be asked, refused us, or answered nonsense.
+
+    Fix: see the subclass; the message names the endpoint.
+    """
 
     exit_code = 4
     http_status = 503
 
 
 class GlanceUnavailable(GlanceError):
-    """Connection refused, timed out, or a 5xx answer: try again later."""
+    """Connection refused, timed out, or a 5xx answer.
+
+    Fix: try again later; check that Glance runs at the endpoint named.
+    """
 
 
 class GlanceAuthError(GlanceError):
-    """Glance (or Keystone) answered 401 or 403."""
+    """Glance (or Keystone) answered 401 or 403.
+
+    Fix: check the credentials, and that the user has the role Glance
+    asks for (member to upload).
+    """
 
     http_status = 403
 
 
 class BadStoreCatalog(GlanceError):
-    """The ``/v2/info/stores`` answer cannot be used."""
+    """The ``/v2/info/stores`` answer cannot be used.
+
+    Fix: check that the endpoint is Glance's (not a proxy's error page)
+    and that its store configuration is consistent.
+    """
 
 
 class MultiStoreDisabled(GlanceError):
-    """Glance runs without multi-store, so no store can be named."""
+    """Glance runs without multi-store, so no store can be named.
+
+    Fix: configure ``enabled_backends`` in Glance, or unset the spec.
+    """
 
     # the spec is what cannot be honoured: an API answers "bad request"
     http_status = 400
 
 
 class GlanceRequestError(GlanceError):
-    """Glance answered with a status we have no better class for."""
+    """Glance answered with a status we have no better class for.
+
+    Fix: read Glance's message and its log for the request id given.
+    """
 
     http_status = 502
 
@@ -207,20 +253,29 @@ class StoreCheckUnavailable(GlanceError):
 
     Whatever the Glance-side cause, the API's caller did nothing wrong
     and can retry: an API answers 503.  The cause is chained.
+
+    Fix: retry when Glance answers; the API's log has the cause.
     """
 
     http_status = 503
 
 
 class BlockStorageError(VolumeImageError):
-    """The block-storage API could not be asked or refused us."""
+    """The block-storage API could not be asked or refused us.
+
+    Fix: give ``--block-storage-endpoint`` or credentials whose catalog
+    lists it, with the admin role to see every type.
+    """
 
     exit_code = 4
     http_status = 502
 
 
 class UploadError(VolumeImageError):
-    """The upload failed, and what it created has been cleaned up."""
+    """The upload failed, and what it created has been cleaned up.
+
+    Fix: see the subclass; the message names the image.
+    """
 
     exit_code = 5
 
@@ -236,40 +291,65 @@ class UploadError(VolumeImageError):
 
 
 class UploadCancelled(UploadError):
-    """The caller cancelled the upload."""
+    """The caller cancelled the upload; the image was deleted.
+
+    Fix: none needed.
+    """
 
 
 class ImageStateConflict(UploadError):
-    """Glance answered 409: the image is not ``queued``."""
+    """Glance answered 409: the image is not ``queued``.
+
+    Fix: upload into a new image, or one still ``queued``.
+    """
 
     http_status = 409
 
 
 class QuotaExceeded(UploadError):
-    """Glance answered 413: quota, image size cap or store full."""
+    """Glance answered 413: quota, image size cap or store full.
+
+    Fix: raise the quota or ``image_size_cap``, or free the store.
+    """
 
     http_status = 413
 
 
 class FormatRejected(UploadError):
-    """Glance answered 415: it refused the data or its disk format."""
+    """Glance answered 415: it refused the data or its disk format.
+
+    Fix: use a ``disk_format`` Glance accepts.
+    """
 
     http_status = 415
 
 
 class IntegrityError(UploadError):
-    """What Glance stored differs from what we sent; the image is gone."""
+    """What Glance stored differs from what we sent; the image is gone.
+
+    Fix: upload again; if it repeats, check the store's disk and any
+    proxy between here and Glance.
+    """
 
 
 class ConversionError(UploadError):
-    """``qemu-img convert`` (or compression) failed."""
+    """``qemu-img convert`` (or compression) failed.
+
+    Fix: check ``--source-format`` and qemu-img's message.
+    """
 
 
 class InsufficientSpace(UploadError):
-    """The conversion directory has too little free space."""
+    """The conversion directory has too little free space.
+
+    Fix: free space or point ``[volume_image] conversion_dir`` elsewhere.
+    """
 
 
 class SourceError(UploadError):
-    """The volume cannot be opened or read."""
+    """The volume cannot be opened or read.
+
+    Fix: check the path and the permissions.
+    """
 
     http_status = 400

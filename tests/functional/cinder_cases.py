@@ -63,6 +63,13 @@ class CinderApi:
         return {t["name"] for t in resp.json()["volume_types"]}
 
 
+def _rst_text(text: str) -> str:
+    """``text`` as plain reStructuredText (wraps, unlike a literal)."""
+    for char in ("\\", "*", "`", "|", "_"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     status: int
@@ -73,7 +80,7 @@ class Outcome:
     def cell(self) -> str:
         text = f"**{self.status}**"
         if self.message:
-            text += f" ``{self.message}``"
+            text += f" \u201c{_rst_text(self.message)}\u201d"
         text += "; stored" if self.stored else "; nothing stored"
         text += f"; {self.glance_calls} Glance call"
         return text + ("" if self.glance_calls == 1 else "s")
