@@ -101,11 +101,18 @@ def from_response(
         "request_id": _request_id(resp),
         "endpoint": endpoint,
     }
-    text = f"{what} answered {status}: {msg}"
-    if status in (401, 403):
+    text = f"{what} answered {status}: {msg.rstrip('.')}"
+    if status == 401:
         return errors.GlanceAuthError(
-            f"{text}. Check the credentials and that the user has a role "
-            "Glance accepts (member for uploads, admin for store details)",
+            f"{text}. Glance refused the token: check the credentials, or "
+            "that the token is neither expired nor revoked",
+            **common,
+        )
+    if status == 403:
+        return errors.GlanceAuthError(
+            f"not allowed: {text}. The user's role does not allow this: "
+            "uploads need the member role in the project, store details "
+            "need admin",
             **common,
         )
     if store_id is not None and status == 400 and "store" in msg.lower():
@@ -382,8 +389,12 @@ def _translate(
             if status in (401, 403)
             else errors.GlanceUnavailable
         )
+        # keystoneauth's message repeats the status and request id
+        detail = _KS_SUFFIX.sub("", str(exc.message)).rstrip(".")
         return cls(
-            f"authentication failed while trying to {what}: {exc.message}",
+            f"Keystone refused the authentication ({status}: {detail}) "
+            f"while trying to {what}: check the user, password, project "
+            "and domains, or the token",
             status_code=status,
             request_id=exc.request_id,
             endpoint=endpoint,
@@ -412,6 +423,7 @@ def _translate(
     )
 
 
+_KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 

@@ -539,9 +539,15 @@ class Uploader:
                     )
                     return body, attempt
                 except errors.GlanceAuthError as exc:
-                    # a token that expired mid-upload: Glance deleted the
-                    # data; authenticate again and send once more
-                    if exc.status_code != 401 or reauthenticated:
+                    # the token expired or was revoked before Glance took
+                    # the request (Glance 33 checks it once, when the
+                    # request starts; an upload that outlives its token
+                    # completes): authenticate again and send once more
+                    if (
+                        exc.status_code != 401
+                        or reauthenticated
+                        or (body.sent and not src.retriable)
+                    ):
                         raise
                     reauthenticated = True
                     LOG.warning(

@@ -55,6 +55,41 @@ def glance_single(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def keystone(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.KeystoneServer]:
+    """Keystone 30 (fernet, sqlite) with admin, demo (member),
+    demo-reader (reader) and the service users glance and cinder.
+    """
+    server = launcher.KeystoneServer(tmp_path_factory.mktemp("keystone"))
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def glance_keystone(
+    keystone: launcher.KeystoneServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.GlanceServer]:
+    """Glance 33 behind Keystone (upstream's keystone flavor and RBAC),
+    found through the service catalog (type image, RegionOne).
+
+    authtoken's token cache is off, so a revoked token is refused at once.
+    """
+    server = launcher.GlanceServer(
+        tmp_path_factory.mktemp("glance-keystone"),
+        processes=1,
+        keystone=keystone,
+        token_cache_time=-1,
+    )
+    _start(server)
+    keystone.register_service("image", "glance", server.url)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def closed_url() -> str:
     """A loopback URL where nothing listens."""
