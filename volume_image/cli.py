@@ -29,11 +29,13 @@ from typing import Any, TextIO
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from volume_image import (
     audit,
     cinder,
+    clouds,
     config,
     errors,
     glance,
@@ -87,6 +89,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="oslo.config file with [glance] and [volume_image] sections; "
         "used for the Glance connection when no --os-auth-type is given. "
         "Repeatable.",
+    )
+    parser.add_argument(
+        "--os-cloud",
+        metavar="NAME",
+        default=os.environ.get("OS_CLOUD"),
+        help="use cloud NAME of clouds.yaml ($OS_CLIENT_CONFIG_FILE, "
+        "./clouds.yaml, ~/.config/openstack/ or /etc/openstack/; "
+        "secure.yaml merged in) for authentication, region and interface; "
+        "--os-auth-type and its options are then ignored. "
+        "Defaults to env[OS_CLOUD].",
     )
     parser.add_argument(
         "--debug",
@@ -264,9 +276,48 @@ class Context:
         self.out.write("\n")
 
 
+def _cloud_session(
+    args: argparse.Namespace,
+) -> tuple[Any, ks_session.Session, Any]:
+    """Auth, session and the cloud of ``--os-cloud``."""
+    try:
+        cloud = clouds.load_cloud(args.os_cloud)
+    except clouds.CloudError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        loader: Any = ks_loading.get_plugin_loader(cloud.auth_type)
+        auth = loader.load_from_options(**cloud.auth)
+    except ks_exc.ClientException as exc:
+        raise UsageError(
+            f"cloud {cloud.name!r}: cannot set up {cloud.auth_type!r} "
+            f"authentication: {exc}"
+        ) from exc
+    session = ks_session.Session(
+        auth=auth,
+        verify=cloud.verify,
+        timeout=args.timeout or config.DEFAULT_TIMEOUT,
+    )
+    return auth, session, cloud
+
+
 def _make_client(
     args: argparse.Namespace, conf: cfg.ConfigOpts
 ) -> glance.GlanceClient:
+    if args.os_cloud:
+        auth, session, cloud = _cloud_session(args)
+        adapter = ks_adapter.Adapter(
+            session,
+            auth=auth,
+            service_type=args.os_service_type or "image",
+            service_name=args.os_service_name,
+            interface=args.os_interface or cloud.interface or "public",
+            region_name=args.os_region_name or cloud.region_name,
+            endpoint_override=args.os_endpoint_override,
+            connect_retries=config.DEFAULT_CONNECT_RETRIES,
+        )
+        return glance.GlanceClient(
+            adapter, use_store_detail=conf[config.GROUP].use_store_detail
+        )
     if not args.os_auth_type:
         if args.config_file:
             return glance.GlanceClient.from_conf(conf)

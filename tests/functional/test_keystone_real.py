@@ -294,3 +294,42 @@ def test_upload_that_outlives_its_token(
     assert result.verified
     assert _count(gl, "PUT /v2/images/") == 1
     assert (gl.store_dir("cheap") / result.image_id).read_bytes() == data
+
+
+def test_clouds_yaml(
+    keystone: launcher.KeystoneServer,
+    glance_keystone: launcher.GlanceServer,
+    tmp_path: Path,
+) -> None:
+    clouds_yaml = tmp_path / "clouds.yaml"
+    secure_yaml = tmp_path / "secure.yaml"
+    entries = {}
+    secrets = {}
+    for user in ("admin", "demo"):
+        password, project, _ = keystone.USERS[user]
+        entries[user] = {
+            "auth_type": "password",
+            "auth": {
+                "auth_url": keystone.auth_url,
+                "username": user,
+                "project_name": project,
+                "user_domain_id": "default",
+                "project_domain_id": "default",
+            },
+            "region_name": keystone.REGION,
+            "interface": "public",
+        }
+        secrets[user] = {"auth": {"password": password}}
+    clouds_yaml.write_text(json.dumps({"clouds": entries}))  # JSON is YAML
+    secure_yaml.write_text(json.dumps({"clouds": secrets}))
+    env = {
+        "OS_CLIENT_CONFIG_FILE": str(clouds_yaml),
+        "OS_CLIENT_SECURE_FILE": str(secure_yaml),
+    }
+    for cloud, detailed in (("admin", True), ("demo", False)):
+        r = cli("stores", "-f", "json", env=dict(env, OS_CLOUD=cloud))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["detailed"] is detailed
+    r = cli("--os-cloud", "nosuch", "stores", env=env)
+    assert r.returncode == 2
+    assert "has no cloud 'nosuch'" in r.stderr
