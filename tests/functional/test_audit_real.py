@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,19 @@ class Env:
         self.glance.multistore = multistore
         self.glance.without = list(without)
         self.glance.start()
+
+    def audit_file(self, path: Path) -> tuple[int, dict[str, Any], str]:
+        """``audit --from-file PATH -f json``: exit code, report, stderr."""
+        r = cli(
+            "--os-endpoint-override",
+            self.glance.url,
+            "audit",
+            "--from-file",
+            str(path),
+            "-f",
+            "json",
+        )
+        return r.returncode, json.loads(r.stdout or "null"), r.stderr
 
     def audit(self, *args: str) -> tuple[int, str, str]:
         r = cli(
@@ -143,17 +157,8 @@ def test_audit_after_a_store_is_removed(env: Env, tmp_path: Path) -> None:
         saved = tmp_path / "types.json"
         resp = env.api.request("GET", "/types?is_public=None")
         saved.write_text(resp.text)
-        r = cli(
-            "--os-endpoint-override",
-            env.glance.url,
-            "audit",
-            "--from-file",
-            str(saved),
-            "-f",
-            "json",
-        )
-        assert r.returncode == 3, r.stderr
-        from_file = json.loads(r.stdout)
+        rc, from_file, err = env.audit_file(saved)
+        assert rc == 3, err
         assert [f["type_id"] for f in from_file["broken"]] == [on_cheap]
     finally:
         env.reconfigure()
@@ -183,17 +188,8 @@ def test_audit_openstackclient_file(env: Env, tmp_path: Path) -> None:
     ]
     path = tmp_path / "osc.json"
     path.write_text(json.dumps(listing))
-    r = cli(
-        "--os-endpoint-override",
-        env.glance.url,
-        "audit",
-        "--from-file",
-        str(path),
-        "-f",
-        "json",
-    )
-    assert r.returncode == 3, r.stderr
-    report = json.loads(r.stdout)
+    rc, report, err = env.audit_file(path)
+    assert rc == 3, err
     assert report["checked"] == 3
     assert [(f["type_name"], f["reason"]) for f in report["broken"]] == [
         ("gold", "ReadOnlyStore")

@@ -16,8 +16,9 @@ import requests
 
 from volume_image.testing import launcher
 
+from .conftest import count_requests
 from .test_api_filter_real import start_all
-from .test_keystone_real import _count, ks_session
+from .test_keystone_real import ks_session
 from .test_validate_real import cli
 
 pytestmark = pytest.mark.functional
@@ -133,7 +134,7 @@ def test_filter_validates_with_real_tokens(
 ) -> None:
     api = Api(cinders[mode], keystone, "admin")
     type_id = api.new_type()
-    calls = _count(glance_keystone, "/v2/info/stores")
+    calls = count_requests(glance_keystone, "/v2/info/stores")
     for value, status in (("nosuch", 400), ("web", 400), ("cheap", 200)):
         resp = api.call(
             "POST",
@@ -145,7 +146,7 @@ def test_filter_validates_with_real_tokens(
     assert resp.json()["extra_specs"] == {KEY: "cheap"}
     # the filter asked Glance (cache off) for each write, and Cinder for
     # the one it stored
-    assert _count(glance_keystone, "/v2/info/stores") - calls >= 3
+    assert count_requests(glance_keystone, "/v2/info/stores") - calls >= 3
 
 
 def test_unauthenticated_requests_never_reach_the_filter(
@@ -155,7 +156,7 @@ def test_unauthenticated_requests_never_reach_the_filter(
 ) -> None:
     api = Api(cinders["service"], keystone, "admin")
     type_id = api.new_type()
-    calls = _count(glance_keystone, "/v2/info/stores")
+    calls = count_requests(glance_keystone, "/v2/info/stores")
     spoof = {"X-Roles": "admin", "X-Identity-Status": "Confirmed"}
     resp = api.call(
         "POST",
@@ -165,7 +166,7 @@ def test_unauthenticated_requests_never_reach_the_filter(
         token=False,
     )
     assert resp.status_code == 401
-    assert _count(glance_keystone, "/v2/info/stores") == calls
+    assert count_requests(glance_keystone, "/v2/info/stores") == calls
 
 
 def test_spoofed_roles_do_not_make_a_member_admin(

@@ -17,6 +17,7 @@ from keystoneauth1.identity import v3
 from volume_image import config, errors, glance, upload
 from volume_image.testing import launcher
 
+from .conftest import count_requests
 from .helpers import ThrottledFile
 from .test_validate_real import cli
 
@@ -229,23 +230,16 @@ def test_token_revoked_before_the_put_reauthenticates_once(
     monkeypatch.setattr(client, "upload_image_data", revoke_then_put)
     data = os.urandom(2 * 1024 * 1024)
     volume = upload.Source(fileobj=ThrottledFile(data, 1e9), size=len(data))
-    puts = _count(glance_keystone, "PUT /v2/images/")
+    puts = count_requests(glance_keystone, "PUT /v2/images/")
     result = upload.Uploader(client, config.Settings()).upload(
         volume, upload.ImageMeta("revoked"), store_id="cheap"
     )
     assert result.attempts == 2
     assert result.verified
-    assert _count(glance_keystone, "PUT /v2/images/") - puts == 2
+    assert count_requests(glance_keystone, "PUT /v2/images/") - puts == 2
     assert client.adapter.session.get_token() != revoked[0]
     stored = glance_keystone.store_dir("cheap") / result.image_id
     assert stored.read_bytes() == data
-
-
-def _count(server: launcher.Server, fragment: str) -> int:
-    text = server.log_path.read_text(errors="replace")
-    return sum(
-        1 for line in text.splitlines() if fragment in line and "=>" in line
-    )
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +286,7 @@ def test_upload_that_outlives_its_token(
     assert result.seconds > 21
     assert result.attempts == 1
     assert result.verified
-    assert _count(gl, "PUT /v2/images/") == 1
+    assert count_requests(gl, "PUT /v2/images/") == 1
     assert (gl.store_dir("cheap") / result.image_id).read_bytes() == data
 
 

@@ -810,6 +810,20 @@ class CinderServer(Server):
         return env
 
 
+def _serve(server: Server) -> int:
+    """Run ``server`` until Ctrl-C."""
+    server.start()
+    print(f"{server.name} on {server.url} (pid {server.pid}); Ctrl-C stops it")
+    try:
+        while server.pid:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -821,29 +835,9 @@ def _main(argv: list[str]) -> int:
         print(f"qemu-img: {ensure_qemu_img()}")
         return 0
     if argv[0] == "glance" and len(argv) == 2:
-        server = GlanceServer(Path(argv[1]))
-        server.start()
-        print(f"Glance on {server.url} (pid {server.pid}); Ctrl-C stops it")
-        try:
-            while server.pid:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
-        return 0
+        return _serve(GlanceServer(Path(argv[1])))
     if argv[0] == "cinder" and len(argv) == 3:
-        cinder = CinderServer(Path(argv[1]), argv[2])
-        cinder.start()
-        print(f"cinder-api on {cinder.api_url} (pid {cinder.pid}); Ctrl-C")
-        try:
-            while cinder.pid:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            cinder.stop()
-        return 0
+        return _serve(CinderServer(Path(argv[1]), argv[2]))
     print(__doc__, file=sys.stderr)
     return 2
 
