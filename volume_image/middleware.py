@@ -25,7 +25,10 @@ Paste options (all optional):
     Glance's URL; sets ``[glance] endpoint_override``.
 ``forward_token``
     ``true``: ask Glance with the caller's ``X-Auth-Token`` instead of the
-    service credentials.
+    service credentials; Glance's endpoint is ``glance_endpoint`` or, if
+    unset, the one the caller's service catalog lists
+    (``X-Service-Catalog``, set by keystonemiddleware), for ``[glance]
+    valid_interfaces`` (default public) and ``region_name``.
 ``fail_open``, ``store_cache_ttl``, ``use_store_detail``
     Override the ``[volume_image]`` options of the same name.
 
@@ -50,7 +53,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import plugin
+from keystoneauth1.access import service_catalog
 from oslo_config import cfg
 from oslo_utils import strutils
 
@@ -97,8 +102,8 @@ class StoreValidationFilter:
 
     :param app: the next WSGI application.
     :param hook: the validation hook.
-    :param token_var: when given, the caller's ``X-Auth-Token`` is put
-        here for the duration of the check (``forward_token``).
+    :param caller_var: when given, the caller's token and service catalog
+        are put here for the duration of the check (``forward_token``).
     """
 
     def __init__(
@@ -106,11 +111,11 @@ class StoreValidationFilter:
         app: WSGIApp,
         hook: hooks.ExtraSpecsHook,
         *,
-        token_var: contextvars.ContextVar[str | None] | None = None,
+        caller_var: contextvars.ContextVar[_Caller | None] | None = None,
     ) -> None:
         self.app = app
         self.hook = hook
-        self.token_var = token_var
+        self.caller_var = caller_var
 
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -163,14 +168,14 @@ class StoreValidationFilter:
     def _check(
         self, environ: dict[str, Any], extra_specs: Mapping[str, Any]
     ) -> None:
-        if self.token_var is None:
+        if self.caller_var is None:
             self.hook.check(extra_specs)
             return
-        reset = self.token_var.set(environ.get("HTTP_X_AUTH_TOKEN"))
+        reset = self.caller_var.set(_Caller(environ))
         try:
             self.hook.check(extra_specs)
         finally:
-            self.token_var.reset(reset)
+            self.caller_var.reset(reset)
 
 
 def _route_kind(method: str, match: re.Match[str]) -> str | None:
@@ -229,19 +234,47 @@ def _fault(
     return [payload]
 
 
-class _ForwardedToken(plugin.BaseAuthPlugin):
-    """Auth with whatever token the current request carries."""
+class _Caller:
+    """What the current request carries: its token and the service
+    catalog keystonemiddleware put in ``X-Service-Catalog``.
+    """
 
-    def __init__(self, token_var: contextvars.ContextVar[str | None]):
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self.token: str | None = environ.get("HTTP_X_AUTH_TOKEN")
+        self.catalog: str | None = environ.get("HTTP_X_SERVICE_CATALOG")
+
+
+class _ForwardedToken(plugin.BaseAuthPlugin):
+    """Auth with whatever token the current request carries; the Glance
+    endpoint comes from ``[glance] endpoint_override`` or, failing that,
+    from the caller's service catalog.
+    """
+
+    def __init__(self, caller_var: contextvars.ContextVar[_Caller | None]):
         super().__init__()
-        self._var = token_var
+        self._var = caller_var
 
     def get_token(self, session: Any, **kwargs: Any) -> str | None:
-        return self._var.get()
+        caller = self._var.get()
+        return caller.token if caller else None
 
     def get_endpoint(self, session: Any, **kwargs: Any) -> str | None:
-        # the endpoint comes from [glance] endpoint_override
-        return None
+        caller = self._var.get()
+        if caller is None or not caller.catalog:
+            return None
+        try:
+            # keystonemiddleware writes the catalog in the v2 format
+            catalog = service_catalog.ServiceCatalogV2(
+                json.loads(caller.catalog)
+            )
+            url = catalog.url_for(
+                service_type=kwargs.get("service_type") or "image",
+                interface=kwargs.get("interface") or "public",
+                region_name=kwargs.get("region_name"),
+            )
+        except (ValueError, TypeError, ks_exc.EndpointNotFound):
+            return None
+        return str(url) if url else None
 
 
 def _load_conf(local_conf: Mapping[str, str]) -> cfg.ConfigOpts:
@@ -288,21 +321,18 @@ def filter_factory(
     forward = strutils.bool_from_string(
         local_conf.get("forward_token", "false"), strict=True
     )
-    token_var: contextvars.ContextVar[str | None] | None = None
+    caller_var: contextvars.ContextVar[_Caller | None] | None = None
     client = None
     if forward:
-        if not conf[config.GLANCE_GROUP].endpoint_override:
-            raise ValueError(
-                "forward_token needs glance_endpoint (or [glance] "
-                "endpoint_override)"
-            )
-        token_var = contextvars.ContextVar("volume_image_token", default=None)
+        caller_var = contextvars.ContextVar(
+            "volume_image_caller", default=None
+        )
         client = glance.GlanceClient.from_conf(
-            conf, auth=_ForwardedToken(token_var)
+            conf, auth=_ForwardedToken(caller_var)
         )
     hook = hooks.ExtraSpecsHook.from_conf(conf, client=client)
 
     def _filter(app: WSGIApp) -> StoreValidationFilter:
-        return StoreValidationFilter(app, hook, token_var=token_var)
+        return StoreValidationFilter(app, hook, caller_var=caller_var)
 
     return _filter

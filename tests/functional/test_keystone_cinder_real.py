@@ -76,8 +76,9 @@ def cinders(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, launcher.CinderServer]]:
     """Two keystone cinder-api servers with the filter: ``service`` asks
-    Glance as the cinder service user (from the catalog); ``forward``
-    has no credentials at all and forwards the caller's token.
+    Glance as the cinder service user (endpoint from the catalog);
+    ``forward`` has no credentials and no endpoint at all: it forwards the
+    caller's token and finds Glance in the caller's service catalog.
     """
     base = tmp_path_factory.mktemp("cinder-keystone")
     conf = base / "volume_image.conf"
@@ -107,11 +108,8 @@ def cinders(
             base / "forward",
             glance_keystone.url,
             keystone=keystone,
-            filter_options={
-                "glance_endpoint": glance_keystone.url,
-                "forward_token": "true",
-                "store_cache_ttl": "0",
-            },
+            # no endpoint: Glance is found in the caller's catalog
+            filter_options={"forward_token": "true", "store_cache_ttl": "0"},
         ),
     }
     start_all(*servers.values())
@@ -135,13 +133,18 @@ def test_filter_validates_with_real_tokens(
     api = Api(cinders[mode], keystone, "admin")
     type_id = api.new_type()
     calls = count_requests(glance_keystone, "/v2/info/stores")
-    for value, status in (("nosuch", 400), ("web", 400), ("cheap", 200)):
+    for value, status, words in (
+        ("nosuch", 400, "Glance has no store 'nosuch'"),
+        ("web", 400, "Glance store 'web' is read-only"),
+        ("cheap", 200, ""),
+    ):
         resp = api.call(
             "POST",
             f"/types/{type_id}/extra_specs",
             {"extra_specs": {KEY: value}},
         )
         assert resp.status_code == status, resp.text
+        assert words in resp.text  # the filter's words, not Cinder's
     resp = api.call("GET", f"/types/{type_id}/extra_specs")
     assert resp.json()["extra_specs"] == {KEY: "cheap"}
     # the filter asked Glance (cache off) for each write, and Cinder for

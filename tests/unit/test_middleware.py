@@ -273,9 +273,52 @@ def test_forward_token(rmock: requests_mock.Mocker) -> None:
     assert rmock.last_request.headers["X-Auth-Token"] == "caller-token"
 
 
-def test_forward_token_needs_an_endpoint() -> None:
-    with pytest.raises(ValueError, match="glance_endpoint"):
-        middleware.filter_factory({}, forward_token="true")
+def test_forward_token_finds_glance_in_the_callers_catalog(
+    rmock: requests_mock.Mocker,
+) -> None:
+    other = "http://glance.internal:9292"
+    rmock.get(other + "/v2/info/stores/detail", status_code=403)
+    rmock.get(other + "/v2/info/stores", json=STORES)
+    app = App()
+    filt = middleware.filter_factory(
+        {}, forward_token="true", store_cache_ttl="0"
+    )(app)
+    # keystonemiddleware's X-Service-Catalog is in the v2 format
+    catalog = [
+        {
+            "type": "image",
+            "name": "glance",
+            "endpoints": [
+                {
+                    "region": "RegionOne",
+                    "publicURL": other,
+                    "internalURL": other,
+                }
+            ],
+        }
+    ]
+    headers = {
+        "X-Auth-Token": "caller-token",
+        "X-Service-Catalog": json.dumps(catalog),
+    }
+    body = {"extra_specs": {KEY: "web"}}
+    status, out = call(
+        filt, "POST", "/p1/types/t1/extra_specs", body, headers=headers
+    )
+    assert status == 400
+    assert "read-only" in out.decode()
+    assert rmock.last_request is not None
+    assert rmock.last_request.headers["X-Auth-Token"] == "caller-token"
+    # no catalog and no endpoint: Glance cannot be asked, fail closed
+    status, out = call(
+        filt,
+        "POST",
+        "/p1/types/t1/extra_specs",
+        body,
+        headers={"X-Auth-Token": "caller-token"},
+    )
+    assert status == 503
+    assert app.calls == 0
 
 
 def test_unknown_paste_option_fails_at_load() -> None:
