@@ -25,11 +25,15 @@ pytestmark = pytest.mark.functional
 
 class Env:
     def __init__(
-        self, glance: launcher.GlanceServer, cinder: launcher.CinderServer
+        self,
+        glance: launcher.GlanceServer,
+        cinder: launcher.CinderServer,
+        fail_open: launcher.CinderServer,
     ) -> None:
         self.glance = glance
         self.cinder = cinder
         self.api = CinderApi(cinder)
+        self.fail_open = CinderApi(fail_open)
 
     def reconfigure(
         self, *, multistore: bool = True, without: tuple[str, ...] = ()
@@ -81,15 +85,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         tmp_path_factory.mktemp("glance-audit"), processes=1
     )
     glance.start()
+    options = {"glance_endpoint": glance.url, "store_cache_ttl": "0"}
     cinder = launcher.CinderServer(
         tmp_path_factory.mktemp("cinder-audit"),
         glance.url,
-        filter_options={"glance_endpoint": glance.url, "store_cache_ttl": "0"},
+        filter_options=options,
+    )
+    fail_open = launcher.CinderServer(
+        tmp_path_factory.mktemp("cinder-fail-open"),
+        glance.url,
+        filter_options=dict(options, fail_open="true"),
     )
     try:
-        start_all(cinder)
-        yield Env(glance, cinder)
+        start_all(cinder, fail_open)
+        yield Env(glance, cinder, fail_open)
     finally:
+        fail_open.stop()
         cinder.stop()
         glance.stop()
 
@@ -214,3 +225,45 @@ def test_audit_errors(env: Env, tmp_path: Path) -> None:
     assert r.returncode == 4
     assert "block-storage" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_glance_down_fail_closed_and_fail_open(env: Env) -> None:
+    """Fail closed (the default): 503, nothing stored.  fail_open: the
+    write goes on to Cinder with a warning in its log; Cinder then stores
+    what it does not check itself (inline specs) and answers its own 500
+    where it asks Glance itself.
+    """
+    env.reconfigure()
+    closed_type = env.api.create_type()
+    open_type = env.fail_open.create_type()
+    env.glance.stop()
+    try:
+        resp = env.api.request(
+            "POST",
+            f"/types/{closed_type}/extra_specs",
+            {"extra_specs": {KEY: "cheap"}},
+        )
+        assert resp.status_code == 503, resp.text
+        assert "Nothing was stored" in resp.text
+
+        inline = env.fail_open.request(
+            "POST",
+            "/types",
+            {"volume_type": {"name": "open-1", "extra_specs": {KEY: "cheap"}}},
+        )
+        assert inline.status_code == 200, inline.text
+        resp = env.fail_open.request(
+            "POST",
+            f"/types/{open_type}/extra_specs",
+            {"extra_specs": {KEY: "cheap"}},
+        )
+        assert resp.status_code == 500  # Cinder's own check, Glance down
+        log = env.fail_open.server.base / "log" / "cinder-api.log"
+        assert "fail_open: image_service:store_id='cheap' stored" in (
+            log.read_text(errors="replace")
+        )
+    finally:
+        env.reconfigure()
+    assert env.api.specs(closed_type) == {}
+    assert env.fail_open.specs(open_type) == {}
+    assert "open-1" in env.fail_open.type_names()
