@@ -108,7 +108,9 @@ _opts = [
     cfg.StrOpt(
         "conversion_dir",
         help="Directory for the temporary file of a qemu-img conversion "
-        "or compression. Defaults to the system temporary directory.",
+        "or compression. Defaults to the system temporary directory. It "
+        "must be local to the host: work directories left by a process "
+        "that is gone are removed when an uploader starts.",
     ),
     cfg.IntOpt(
         "max_concurrent_uploads",

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -23,7 +26,9 @@ __all__ = [
     "CONVERTIBLE_FORMATS",
     "compress",
     "convert",
+    "make_workdir",
     "qemu_img_info",
+    "sweep_stale_workdirs",
 ]
 
 #: disk formats we convert to, with qemu-img's name for each
@@ -35,9 +40,58 @@ CONVERTIBLE_FORMATS = {
     "vhdx": "vhdx",
     "vdi": "vdi",
 }
+LOG = logging.getLogger(__name__)
+
+# a work directory names the process that made it, so that one left by a
+# killed process can be told from one in use
+_WORKDIR = re.compile(r"^volume_image-(\d+)-")
+
 # metadata headroom on top of the data itself
 _OVERHEAD = 16 * 1024 * 1024
 _POLL = 0.2
+
+
+def make_workdir(parent: str) -> Path:
+    """A new private directory for one upload's temporary files."""
+    return Path(
+        tempfile.mkdtemp(prefix=f"volume_image-{os.getpid()}-", dir=parent)
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_workdirs(parent: str) -> list[Path]:
+    """Remove work directories whose process is gone (killed mid-upload).
+
+    Only directories named by :func:`make_workdir` whose process no longer
+    exists are removed, so ``parent`` must be local to this host (and PID
+    namespace), as ``[volume_image] conversion_dir`` is.
+
+    :returns: what was removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _WORKDIR.match(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False):
+            continue
+        if _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        LOG.info("removed %s, left by a process that is gone", entry.path)
+        removed.append(Path(entry.path))
+    return removed
 
 
 def qemu_img_info(path: str | os.PathLike[str], fmt: str) -> dict[str, object]:

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -291,6 +290,8 @@ class Uploader:
             client.get_store_catalog, ttl=self.settings.store_cache_ttl
         )
         self._slots = _slots(self.settings.max_concurrent_uploads)
+        # what a killed process left behind would otherwise stay for good
+        convert.sweep_stale_workdirs(self.settings.conversion_dir)
         #: test seam: applied to each chunk after hashing, before sending
         self.chunk_filter: Callable[[bytes], bytes] | None = None
 
@@ -379,11 +380,7 @@ class Uploader:
                     )
             if meta is None:
                 raise ValueError("meta is needed when no image_id is given")
-            workdir = Path(
-                tempfile.mkdtemp(
-                    prefix="volume_image-", dir=self.settings.conversion_dir
-                )
-            )
+            workdir = convert.make_workdir(self.settings.conversion_dir)
             try:
                 payload = self._prepare(
                     src, meta, source_format, workdir, cancel

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import requests
 import requests_mock
 
-from volume_image import config, errors, glance, upload
+from volume_image import config, convert, errors, glance, upload
 
 from .conftest import URL
 
@@ -243,3 +245,19 @@ def test_body_is_single_use() -> None:
     with pytest.raises(RuntimeError):
         list(body)
     assert "abc" not in repr(body)
+
+
+def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
+    # a process that has exited: its directory is stale
+    child = subprocess.Popen(["true"])
+    child.wait()
+    stale = tmp_path / f"volume_image-{child.pid}-abc"
+    stale.mkdir()
+    (stale / "volume.qcow2").write_bytes(b"x")
+    mine = convert.make_workdir(str(tmp_path))
+    other = tmp_path / "volume_image-notapid"
+    other.mkdir()
+    upload.Uploader(mock.Mock(), config.Settings(conversion_dir=str(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [mine.name, other.name]
+    )
