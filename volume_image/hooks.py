@@ -25,8 +25,9 @@ A sketch of the call in Cinder's ``types_extra_specs`` controller::
         try:
             _STORE_HOOK.check(specs)
         except volume_image.VolumeImageError as exc:
+            # exc.message: str(exc) adds Glance's endpoint, for logs
             raise webob.exc.status_map[exc.http_status](
-                explanation=str(exc))
+                explanation=exc.message)
 """
 
 from __future__ import annotations

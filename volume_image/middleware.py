@@ -162,7 +162,7 @@ class StoreValidationFilter:
                 environ.get("openstack.request_id", "-"),
                 exc,
             )
-            return _fault(start_response, exc.http_status, str(exc))
+            return _fault(start_response, exc.http_status, _public(exc))
         return self.app(environ, start_response)
 
     def _check(
@@ -176,6 +176,16 @@ class StoreValidationFilter:
             self.hook.check(extra_specs)
         finally:
             self.caller_var.reset(reset)
+
+
+def _public(exc: errors.VolumeImageError) -> str:
+    """The error for the API's caller: without Glance's internal endpoint
+    (the log line above has it), with Glance's request id if any.
+    """
+    text = " ".join([exc.message, *exc.hints])
+    if exc.request_id:
+        text += f" (Glance request id {exc.request_id})"
+    return text
 
 
 def _route_kind(method: str, match: re.Match[str]) -> str | None:

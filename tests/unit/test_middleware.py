@@ -340,3 +340,20 @@ def test_config_file(
     for _ in range(2):
         assert call(filt, "POST", "/p1/types/t1/extra_specs", body)[0] == 200
     assert stores_mock.call_count == 3  # the 403 is remembered; ttl 0
+
+
+def test_answers_never_name_glances_endpoint(
+    rmock: requests_mock.Mocker,
+) -> None:
+    rmock.get(
+        URL + "/v2/info/stores/detail",
+        status_code=503,
+        headers={"x-openstack-request-id": "req-1"},
+    )
+    filt, _ = make()
+    body = {"extra_specs": {KEY: "fast"}}
+    status, out = call(filt, "POST", "/p1/types/t1/extra_specs", body)
+    assert status == 503
+    message = json.loads(out)["serviceUnavailable"]["message"]
+    assert URL not in message
+    assert "Glance request id req-1" in message
