@@ -38,14 +38,11 @@ from typing import Any
 
 from oslo_config import cfg
 
-from volume_image import config, errors, glance, specs, stores, validation
+from volume_image import config, errors, glance, specs, validation
 
-__all__ = ["REFRESH_AFTER", "ExtraSpecsHook"]
+__all__ = ["ExtraSpecsHook"]
 
 LOG = logging.getLogger(__name__)
-
-#: seconds after which an unknown store makes the hook ask Glance again
-REFRESH_AFTER = 1.0
 
 
 class ExtraSpecsHook:
@@ -114,31 +111,8 @@ class ExtraSpecsHook:
             return
         key = split.original_keys[specs.STORE_ID_KEY]
         value = split.store_id
-        # rules that need no Glance first: bad ids never cost a request
-        stores.check_store_id_syntax(value, key)
-        catalog = self._catalog(key, value)
-        if catalog is None:
-            return
         try:
-            stores.check_store_id(value, catalog, key)
-        except errors.UnknownStore:
-            # a store added to Glance since the catalog was cached must
-            # not be refused for up to store_cache_ttl seconds; a catalog
-            # fetched a moment ago is fresh enough, which also keeps a
-            # stream of bad requests to about one fetch a second
-            age = self.validator.cache.age()
-            if age is not None and age < REFRESH_AFTER:
-                raise
-            fresh = self._catalog(key, value, refresh=True)
-            if fresh is None:
-                return
-            stores.check_store_id(value, fresh, key)
-
-    def _catalog(
-        self, key: str, value: str, *, refresh: bool = False
-    ) -> stores.StoreCatalog | None:
-        try:
-            return self.validator.cache.get(refresh=refresh)
+            self.validator.check_store(value, key)
         except errors.MultiStoreDisabled:
             raise
         except errors.GlanceError as exc:
@@ -146,7 +120,7 @@ class ExtraSpecsHook:
                 LOG.warning(
                     "fail_open: %s=%r stored unchecked: %s", key, value, exc
                 )
-                return None
+                return
             LOG.error("cannot check %s=%r: %s", key, value, exc)
             # exc.message, not str(exc): the API's caller need not learn
             # Glance's internal endpoint; the log has it

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from volume_image import config, convert, errors, glance, specs, stores
-from volume_image.validation import StoreCatalogCache
+from volume_image.validation import StoreCatalogCache, Validator
 
 __all__ = [
     "ImageMeta",
@@ -289,6 +289,7 @@ class Uploader:
         self.cache = cache or StoreCatalogCache(
             client.get_store_catalog, ttl=self.settings.store_cache_ttl
         )
+        self.validator = Validator(self.cache)
         self._slots = _slots(self.settings.max_concurrent_uploads)
         # what a killed process left behind would otherwise stay for good
         convert.sweep_stale_workdirs(self.settings.conversion_dir)
@@ -318,15 +319,8 @@ class Uploader:
                 key = split.original_keys[specs.STORE_ID_KEY]
                 store_id = split.store_id
         if store_id is not None:
-            # local rules first: a reserved or malformed id costs nothing
-            stores.check_store_id_syntax(store_id, key)
-        catalog = self.cache.get()
-        if store_id is not None:
-            if catalog.multistore and catalog.get(store_id) is None:
-                # maybe added since the catalog was cached: ask once more
-                catalog = self.cache.get(refresh=True)
-            return store_id, stores.check_store_id(store_id, catalog, key)
-        return None, catalog.default
+            return store_id, self.validator.check_store(store_id, key)
+        return None, self.cache.get().default
 
     def upload(
         self,

@@ -9,9 +9,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from volume_image import specs, stores
+from volume_image import errors, specs, stores
 
-__all__ = ["StoreCatalogCache", "Validator"]
+__all__ = ["REFRESH_AFTER", "StoreCatalogCache", "Validator"]
+
+#: seconds after which a store missing from the cached catalog makes
+#: :meth:`Validator.check_store` ask Glance again
+REFRESH_AFTER = 1.0
 
 
 class StoreCatalogCache:
@@ -102,11 +106,30 @@ class Validator:
             extra_specs, self.cache.get, strict_case=strict_case
         )
 
-    def check_store(self, store_id: str) -> stores.StoreInfo:
-        """Check one store id.
+    def check_store(
+        self, store_id: object, key: str = specs.STORE_ID_KEY
+    ) -> stores.StoreInfo:
+        """Check one store id against the cached catalog.
 
+        The rules that need no Glance run first, so a malformed or
+        reserved id never costs a request.  A store missing from a catalog
+        older than :data:`REFRESH_AFTER` seconds makes it ask Glance once
+        more: a store added to Glance must not be refused for up to the
+        cache's TTL, and a stream of bad ids costs about one fetch a
+        second at most.
+
+        :param store_id: the spec value.
+        :param key: the spec key, for the messages.
         :raises SpecError: a rule failed.
+        :raises MultiStoreDisabled: Glance has no multi-store.
         :raises GlanceError: Glance cannot be asked.
         """
-        stores.check_store_id_syntax(store_id)
-        return stores.check_store_id(store_id, self.cache.get())
+        stores.check_store_id_syntax(store_id, key)
+        try:
+            return stores.check_store_id(store_id, self.cache.get(), key)
+        except errors.UnknownStore:
+            age = self.cache.age()
+            if age is not None and age < REFRESH_AFTER:
+                raise
+            fresh = self.cache.get(refresh=True)
+            return stores.check_store_id(store_id, fresh, key)
