@@ -303,49 +303,43 @@ def _cloud_session(
 def _make_client(
     args: argparse.Namespace, conf: cfg.ConfigOpts
 ) -> glance.GlanceClient:
+    interface = args.os_interface
+    region_name = args.os_region_name
     if args.os_cloud:
         auth, session, cloud = _cloud_session(args)
-        adapter = ks_adapter.Adapter(
-            session,
-            auth=auth,
-            service_type=args.os_service_type or "image",
-            service_name=args.os_service_name,
-            interface=args.os_interface or cloud.interface or "public",
-            region_name=args.os_region_name or cloud.region_name,
-            endpoint_override=args.os_endpoint_override,
-            connect_retries=config.DEFAULT_CONNECT_RETRIES,
-        )
-        return glance.GlanceClient(
-            adapter, use_store_detail=conf[config.GROUP].use_store_detail
-        )
-    if not args.os_auth_type:
-        if args.config_file:
-            return glance.GlanceClient.from_conf(conf)
-        if not args.os_endpoint_override:
-            raise UsageError(
-                "no Glance to ask: give --os-auth-type (or OS_AUTH_TYPE, "
-                "e.g. 'password' with OS_AUTH_URL..., or 'none' with "
-                "--os-endpoint URL) or --config-file with a [glance] section"
+        interface = interface or cloud.interface or "public"
+        region_name = region_name or cloud.region_name
+    else:
+        if not args.os_auth_type:
+            if args.config_file:
+                return glance.GlanceClient.from_conf(conf)
+            if not args.os_endpoint_override:
+                raise UsageError(
+                    "no Glance to ask: give --os-auth-type (or OS_AUTH_TYPE, "
+                    "e.g. 'password' with OS_AUTH_URL..., or 'none' with "
+                    "--os-endpoint URL), --os-cloud, or --config-file with "
+                    "a [glance] section"
+                )
+        try:
+            # None without --os-auth-type: a token-less Glance named by
+            # its URL
+            auth = ks_loading.load_auth_from_argparse_arguments(args)
+            session = ks_loading.load_session_from_argparse_arguments(
+                args, auth=auth
             )
-    try:
-        # None without --os-auth-type: a token-less Glance named by its URL
-        auth = ks_loading.load_auth_from_argparse_arguments(args)
-        session = ks_loading.load_session_from_argparse_arguments(
-            args, auth=auth
-        )
-    except ks_exc.ClientException as exc:
-        raise errors.GlanceAuthError(
-            f"cannot set up authentication: {exc}"
-        ) from exc
-    if session.timeout is None:
-        session.timeout = config.DEFAULT_TIMEOUT
+        except ks_exc.ClientException as exc:
+            raise errors.GlanceAuthError(
+                f"cannot set up authentication: {exc}"
+            ) from exc
+        if session.timeout is None:
+            session.timeout = config.DEFAULT_TIMEOUT
     adapter = ks_adapter.Adapter(
         session,
         auth=auth,
         service_type=args.os_service_type or "image",
         service_name=args.os_service_name,
-        interface=args.os_interface,
-        region_name=args.os_region_name,
+        interface=interface,
+        region_name=region_name,
         endpoint_override=args.os_endpoint_override,
         connect_retries=config.DEFAULT_CONNECT_RETRIES,
     )
@@ -482,13 +476,15 @@ def _read_types(path: str) -> list[audit.VolumeType]:
 
 def _fetch_types(ctx: Context) -> list[audit.VolumeType]:
     glance_adapter = ctx.client.adapter
-    # the same session and credentials as for Glance, another service
+    # the same session, credentials, interface and region as for Glance
+    # (whether they came from flags, a cloud or a config file); another
+    # service
     bs_adapter = ks_adapter.Adapter(
         glance_adapter.session,
         auth=glance_adapter.auth,
         service_type=cinder.SERVICE_TYPE,
-        interface=ctx.args.os_interface,
-        region_name=ctx.args.os_region_name,
+        interface=glance_adapter.interface,
+        region_name=glance_adapter.region_name,
         endpoint_override=ctx.args.block_storage_endpoint,
         connect_retries=config.DEFAULT_CONNECT_RETRIES,
     )
