@@ -46,6 +46,7 @@ shape above, is passed on for Cinder to reject with its own message.
 from __future__ import annotations
 
 import contextvars
+import http
 import io
 import json
 import logging
@@ -228,14 +229,8 @@ def _fault(
     """Answer the way Cinder's fault wrapper does."""
     name = _FAULT_NAMES.get(status, "computeFault")
     payload = json.dumps({name: {"code": status, "message": message}}).encode()
-    reason = {
-        400: "Bad Request",
-        403: "Forbidden",
-        413: "Request Entity Too Large",
-        503: "Service Unavailable",
-    }.get(status, "Error")
     start_response(
-        f"{status} {reason}",
+        f"{status} {http.HTTPStatus(status).phrase}",
         [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),

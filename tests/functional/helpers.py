@@ -12,6 +12,8 @@ import time
 import urllib.parse
 from typing import Any
 
+from volume_image.testing import launcher
+
 
 class CuttingProxy:
     """A loopback TCP proxy that cuts the first ``cuts`` connections whose
@@ -123,7 +125,7 @@ class GlanceProxy:
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.boolean_flags = False
         self.paths: list[str] = []
-        self.port = _free_port()
+        self.port = launcher.free_port()
         self._server: http.server.ThreadingHTTPServer | None = None
         self.start()
 
@@ -196,9 +198,3 @@ def _boolean_flags(data: bytes) -> bytes:
         if "read-only" in store:
             store["read-only"] = str(store["read-only"]).lower() == "true"
     return json.dumps(doc).encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

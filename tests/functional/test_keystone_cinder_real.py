@@ -18,7 +18,6 @@ from volume_image.testing import launcher
 
 from .conftest import count_requests
 from .test_api_filter_real import start_all
-from .test_keystone_real import ks_session
 from .test_validate_real import cli
 
 pytestmark = pytest.mark.functional
@@ -35,7 +34,7 @@ class Api:
         keystone: launcher.KeystoneServer,
         user: str,
     ) -> None:
-        sess = ks_session(keystone, user)
+        sess = keystone.session(user)
         self.token = sess.get_token()
         project = keystone.USERS[user][1]
         self.root = f"{server.url}/v3/{keystone.project_ids[project]}"

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from keystoneauth1 import adapter, session
-from keystoneauth1.identity import v3
+from keystoneauth1 import adapter
 
 from volume_image import config, errors, glance, upload
 from volume_image.testing import launcher
@@ -24,21 +23,6 @@ from .test_validate_real import cli
 pytestmark = pytest.mark.functional
 
 
-def ks_session(
-    keystone: launcher.KeystoneServer, user: str
-) -> session.Session:
-    password, project, _ = keystone.USERS[user]
-    auth = v3.Password(
-        auth_url=keystone.auth_url,
-        username=user,
-        password=password,
-        project_name=project,
-        user_domain_id="default",
-        project_domain_id="default",
-    )
-    return session.Session(auth=auth, timeout=60)
-
-
 def ks_client(
     keystone: launcher.KeystoneServer,
     user: str,
@@ -47,7 +31,7 @@ def ks_client(
     """A client that finds Glance in the catalog, as a service would."""
     return glance.GlanceClient(
         adapter.Adapter(
-            ks_session(keystone, user),
+            keystone.session(user),
             service_type="image",
             interface="public",
             region_name=keystone.REGION,
@@ -58,7 +42,7 @@ def ks_client(
 
 def images_of(keystone: launcher.KeystoneServer, project: str) -> list[Any]:
     owner = keystone.project_ids[project]
-    resp = ks_session(keystone, "admin").get(
+    resp = keystone.session("admin").get(
         f"/v2/images?owner={owner}",
         endpoint_filter={"service_type": "image", "interface": "public"},
     )
@@ -66,7 +50,7 @@ def images_of(keystone: launcher.KeystoneServer, project: str) -> list[Any]:
 
 
 def revoke(keystone: launcher.KeystoneServer, token: str) -> None:
-    ks_session(keystone, "admin").delete(
+    keystone.session("admin").delete(
         "/auth/tokens",
         headers={"X-Subject-Token": token},
         endpoint_filter={"service_type": "identity"},
@@ -172,7 +156,7 @@ def test_bad_credentials_exit_4_without_traceback(
         args: list[str] = []
     else:
         if how == "revoked":
-            token = ks_session(keystone, "demo").get_token()
+            token = keystone.session("demo").get_token()
             assert token
             revoke(keystone, token)
         else:

@@ -314,6 +314,31 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def _manage_db(self, tool: str, conf: str, *command: str) -> None:
+        """Run the server's ``<tool> --config-file <conf> <command>``
+        (its database sync), logging to ``log/db_sync.log``.
+
+        :raises RuntimeError: it failed; the message ends with its log.
+        """
+        log = self.base / "log" / "db_sync.log"
+        with open(log, "wb") as out:
+            rc = subprocess.run(
+                [
+                    str(self.venv() / "bin" / tool),
+                    "--config-file",
+                    str(self.etc / conf),
+                    *command,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            ).returncode
+        if rc:
+            raise RuntimeError(
+                f"{tool} {' '.join(command)} failed:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log."""
         try:
@@ -420,23 +445,7 @@ class GlanceServer(Server):
         )
         _render("policy.yaml", self.etc / "policy.yaml", values)
         _render("glance_devauth.py", self.etc / "glance_devauth.py", values)
-        with open(self.base / "log" / "db_sync.log", "wb") as log:
-            rc = subprocess.run(
-                [
-                    str(self.venv() / "bin" / "glance-manage"),
-                    "--config-file",
-                    str(self.etc / "glance-api.conf"),
-                    "db_sync",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-            ).returncode
-        if rc:
-            raise RuntimeError(
-                "glance-manage db_sync failed:\n"
-                + (self.base / "log" / "db_sync.log").read_text()[-3000:]
-            )
+        self._manage_db("glance-manage", "glance-api.conf", "db_sync")
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(self.etc))
@@ -604,18 +613,20 @@ class KeystoneServer(Server):
         self.startup_seconds += time.monotonic() - t0
         return self
 
-    def admin_session(self) -> ks_session.Session:
-        """A keystoneauth1 session as ``admin``."""
-        password, project, _ = self.USERS["admin"]
+    def session(
+        self, user: str = "admin", timeout: float = 60.0
+    ) -> ks_session.Session:
+        """A keystoneauth1 session with password auth as ``user``."""
+        password, project, _ = self.USERS[user]
         auth = ks_v3.Password(
             auth_url=self.auth_url,
-            username="admin",
+            username=user,
             password=password,
             project_name=project,
             user_domain_id="default",
             project_domain_id="default",
         )
-        return ks_session.Session(auth=auth, timeout=30)
+        return ks_session.Session(auth=auth, timeout=timeout)
 
     def _identity(self, sess: Any, method: str, path: str, **kw: Any) -> Any:
         resp = sess.request(
@@ -638,7 +649,7 @@ class KeystoneServer(Server):
         return str(made[key]["id"])
 
     def _create_identities(self) -> None:
-        sess = self.admin_session()
+        sess = self.session(timeout=30)
         roles = {
             r["name"]: r["id"]
             for r in self._identity(sess, "GET", "/roles")["roles"]
@@ -675,7 +686,7 @@ class KeystoneServer(Server):
         """Put a service's public and internal endpoint in the catalog
         (replacing what an earlier run registered).
         """
-        sess = self.admin_session()
+        sess = self.session(timeout=30)
         sid = self._find_or_create(
             sess, "services", name, {"name": name, "type": service_type}
         )
@@ -783,25 +794,7 @@ class CinderServer(Server):
         _render("cinder.conf", self.etc / "cinder.conf", values)
         _render("cinder-uwsgi.ini", self.ini, values)
         _render("cinder-api-paste.ini", self.etc / "api-paste.ini", values)
-        log = self.base / "log" / "db_sync.log"
-        with open(log, "wb") as out:
-            rc = subprocess.run(
-                [
-                    str(self.venv() / "bin" / "cinder-manage"),
-                    "--config-file",
-                    str(self.etc / "cinder.conf"),
-                    "db",
-                    "sync",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                check=False,
-            ).returncode
-        if rc:
-            raise RuntimeError(
-                "cinder-manage db sync failed:\n"
-                + log.read_text(errors="replace")[-3000:]
-            )
+        self._manage_db("cinder-manage", "cinder.conf", "db", "sync")
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
