@@ -36,7 +36,7 @@ def list_volume_types(adapter: ks_adapter.Adapter) -> dict[str, Any]:
         pages joined.
     :raises BlockStorageError: the API cannot be asked or refused.
     """
-    endpoint = _endpoint(adapter)
+    endpoint = glance.endpoint_of(adapter)
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
@@ -64,14 +64,6 @@ def _next_link(doc: dict[str, Any]) -> str | None:
             href = link.get("href")
             return str(href) if href else None
     return None
-
-
-def _endpoint(adapter: ks_adapter.Adapter) -> str | None:
-    try:
-        url = adapter.get_endpoint()
-    except ks_exc.ClientException:
-        return None
-    return str(url) if url else None
 
 
 def _get(adapter: ks_adapter.Adapter, url: str, endpoint: str | None) -> Any:

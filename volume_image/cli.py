@@ -629,15 +629,10 @@ def cmd_upload(ctx: Context) -> int:
 
 
 def _load_conf(files: list[str]) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    config.register_opts(conf)
-    args: list[str] = []
     for path in files:
         if not os.path.isfile(path):
             raise UsageError(f"config file {path!r} does not exist")
-        args += ["--config-file", path]
-    conf(args=args, project="volume_image", default_config_files=[])
-    return conf
+    return config.load(files)
 
 
 def main(

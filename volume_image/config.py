@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 from keystoneauth1 import loading as ks_loading
@@ -29,6 +30,7 @@ __all__ = [
     "GROUP",
     "Settings",
     "list_opts",
+    "load",
     "register_opts",
 ]
 
@@ -161,6 +163,18 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     )
     for name, value in _GLANCE_DEFAULTS.items():
         conf.set_default(name, value, group=GLANCE_GROUP)
+
+
+def load(files: Sequence[str]) -> cfg.ConfigOpts:
+    """A new ``ConfigOpts`` with our options, read from ``files`` only:
+    never from the process's command line (an API server's, say).
+
+    :raises oslo_config.cfg.ConfigFilesNotFoundError: a file is missing.
+    """
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf(args=[], project="volume_image", default_config_files=list(files))
+    return conf
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:

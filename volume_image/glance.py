@@ -209,11 +209,7 @@ class GlanceClient:
     @property
     def endpoint(self) -> str | None:
         """The Glance endpoint, or None when it cannot be found."""
-        try:
-            url = self.adapter.get_endpoint()
-        except ks_exc.ClientException:
-            return None
-        return str(url) if url else None
+        return endpoint_of(self.adapter)
 
     def invalidate(self) -> bool:
         """Drop the cached token, so the next request authenticates again.
@@ -425,6 +421,17 @@ def _translate(
 
 _KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def endpoint_of(adapter: ks_adapter.Adapter) -> str | None:
+    """The URL ``adapter`` sends to, or None when it cannot be found (for
+    error messages, so it never raises).
+    """
+    try:
+        url = adapter.get_endpoint()
+    except ks_exc.ClientException:
+        return None
+    return str(url) if url else None
 
 
 def describe_failure(exc: Exception) -> str:

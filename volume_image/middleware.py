@@ -297,11 +297,8 @@ def _load_conf(local_conf: Mapping[str, str]) -> cfg.ConfigOpts:
             "unknown store_validation paste option(s): "
             + ", ".join(sorted(unknown))
         )
-    conf = cfg.ConfigOpts()
-    config.register_opts(conf)
     files = [local_conf["config_file"]] if "config_file" in local_conf else []
-    # args=[]: never parse the API server's own command line
-    conf(args=[], project="volume_image", default_config_files=files)
+    conf = config.load(files)
     if "glance_endpoint" in local_conf:
         conf.set_override(
             "endpoint_override",
