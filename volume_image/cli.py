@@ -34,7 +34,7 @@ from oslo_config import cfg
 
 from volume_image import (
     audit,
-    cinder,
+    blockstorage,
     clouds,
     config,
     errors,
@@ -482,13 +482,13 @@ def _fetch_types(ctx: Context) -> list[audit.VolumeType]:
     bs_adapter = ks_adapter.Adapter(
         glance_adapter.session,
         auth=glance_adapter.auth,
-        service_type=cinder.SERVICE_TYPE,
+        service_type=blockstorage.SERVICE_TYPE,
         interface=glance_adapter.interface,
         region_name=glance_adapter.region_name,
         endpoint_override=ctx.args.block_storage_endpoint,
         connect_retries=config.DEFAULT_CONNECT_RETRIES,
     )
-    doc = cinder.list_volume_types(bs_adapter)
+    doc = blockstorage.list_volume_types(bs_adapter)
     try:
         return audit.parse_volume_types(doc)
     except ValueError as exc:

@@ -148,21 +148,45 @@ def _glance_opts() -> list[cfg.Opt]:
     return list(unique.values())
 
 
+def _glance_registration_opts() -> list[cfg.Opt]:
+    """The ``[glance]`` options registered up front (auth plugin options
+    are registered by keystoneauth when the plugin is loaded).
+    """
+    opts = (
+        ks_loading.get_session_conf_options()
+        + ks_loading.get_auth_common_conf_options()
+        + ks_loading.get_adapter_conf_options(include_deprecated=False)
+    )
+    unique: dict[str, cfg.Opt] = {}
+    for opt in opts:
+        unique.setdefault(opt.dest, opt)
+    return list(unique.values())
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register every option of ``volume_image`` on ``conf``.
 
-    Safe to call more than once on the same ``conf``.
+    Safe to call more than once on the same ``conf``, and on a host
+    service's own ``ConfigOpts``: Cinder (and Nova) already own a
+    ``[glance]`` group, and an option they declared there under one of
+    our names (Cinder's ``region_name``, say) is left as they declared it
+    instead of raising ``DuplicateOptError``.  ``[volume_image]`` is ours
+    alone.
 
     :param conf: the configuration object to register on.
     """
     conf.register_opts(_opts, group=GROUP)
-    ks_loading.register_session_conf_options(conf, GLANCE_GROUP)
-    ks_loading.register_auth_conf_options(conf, GLANCE_GROUP)
-    ks_loading.register_adapter_conf_options(
-        conf, GLANCE_GROUP, include_deprecated=False
-    )
+    ours = set()
+    for opt in _glance_registration_opts():
+        try:
+            conf.register_opt(opt, group=GLANCE_GROUP)
+        except cfg.DuplicateOptError:
+            # the host's option of that name serves, with its meaning
+            continue
+        ours.add(opt.dest)
     for name, value in _GLANCE_DEFAULTS.items():
-        conf.set_default(name, value, group=GLANCE_GROUP)
+        if name in ours:
+            conf.set_default(name, value, group=GLANCE_GROUP)
 
 
 def load(files: Sequence[str]) -> cfg.ConfigOpts:

@@ -1,16 +1,24 @@
 """Format conversion with ``qemu-img`` and compression for the
 ``compressed`` container, into a temporary directory.
 
-Differences from Cinder's upload path, on purpose: the source format is
-always given (``-f``), so qemu-img never probes a guest-controlled header;
-free space is checked before anything is written; and the output's format
-is checked afterwards.
+A volume's bytes are written by its guest, so its header is hostile
+input.  Before qemu-img touches a source that is not raw, oslo.utils'
+format inspector reads the header in Python: the content must be the
+format the caller named, and a backing file, an external data file or any
+other failed safety check refuses the upload (qemu-img would otherwise
+copy a host file into the image).  ``qemu-img info`` runs under CPU-time
+and address-space limits, as in Cinder.  The source format is always
+given (``-f``), so qemu-img never probes.  Free space is checked before
+anything is written, and the output is inspected by content afterwards.
+
+Every wait here suits an event loop: qemu-img is polled with sleeps
+(green under eventlet), and gzip runs in a native thread
+(:mod:`volume_image.offload`).
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 import re
@@ -18,12 +26,20 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
-from volume_image import errors
+from oslo_concurrency import processutils
+from oslo_utils import imageutils
+from oslo_utils.imageutils import format_inspector
+
+from volume_image import errors, offload
 
 __all__ = [
     "CONVERTIBLE_FORMATS",
+    "QEMU_IMG_LIMITS",
+    "SOURCE_FORMATS",
+    "check_format",
     "compress",
     "convert",
     "make_workdir",
@@ -40,6 +56,16 @@ CONVERTIBLE_FORMATS = {
     "vhdx": "vhdx",
     "vdi": "vdi",
 }
+#: formats a source volume may be in (qemu-img's names; Glance's ``vhd``
+#: is qemu-img's ``vpc``)
+SOURCE_FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi")
+#: qemu-img's format name -> the format inspector's
+_INSPECTOR_NAMES = {"vpc": "vhd"}
+#: Cinder's limits for ``qemu-img info`` on untrusted images: a crafted
+#: header must not make it spin or eat memory
+QEMU_IMG_LIMITS = processutils.ProcessLimits(
+    cpu_time=30, address_space=1024**3
+)
 LOG = logging.getLogger(__name__)
 
 # a work directory names the process that made it, so that one left by a
@@ -94,23 +120,80 @@ def sweep_stale_workdirs(parent: str) -> list[Path]:
     return removed
 
 
-def qemu_img_info(path: str | os.PathLike[str], fmt: str) -> dict[str, object]:
-    """``qemu-img info --output=json`` with an explicit format.
+def qemu_img_info(
+    path: str | os.PathLike[str], fmt: str
+) -> imageutils.QemuImgInfo:
+    """``qemu-img info --output=json`` with an explicit format, under
+    :data:`QEMU_IMG_LIMITS`.
 
-    :raises ConversionError: qemu-img failed.
+    :raises ConversionError: qemu-img failed or hit a limit.
     """
-    proc = subprocess.run(
-        ["qemu-img", "info", "-f", fmt, "--output=json", os.fspath(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode:
-        raise errors.ConversionError(
-            f"qemu-img info failed on {os.fspath(path)}: {proc.stderr.strip()}"
+    try:
+        out, _ = processutils.execute(
+            "qemu-img",
+            "info",
+            "-f",
+            fmt,
+            "--output=json",
+            os.fspath(path),
+            prlimit=QEMU_IMG_LIMITS,
         )
-    info: dict[str, object] = json.loads(proc.stdout)
-    return info
+    except processutils.ProcessExecutionError as exc:
+        raise errors.ConversionError(
+            f"qemu-img info failed on {os.fspath(path)} (exit "
+            f"{exc.exit_code}): {(exc.stderr or '').strip()}"
+        ) from exc
+    return imageutils.QemuImgInfo(out, format="json")
+
+
+def _inspect(path: str, fmt: str) -> None:
+    name = _INSPECTOR_NAMES.get(fmt, fmt)
+    found = format_inspector.detect_file_format(path)
+    if found is None or found.NAME != name:
+        got = "unrecognised" if found is None else found.NAME
+        raise errors.UnsafeSource(
+            f"{path} is said to be {fmt} but its content is {got}; "
+            "refusing to convert it"
+        )
+    found.safety_check()
+
+
+def check_format(path: str | os.PathLike[str], fmt: str) -> None:
+    """Check by content that ``path`` is a safe image in ``fmt``.
+
+    The header is read in Python, never by qemu-img.  Raw data has no
+    header to trust, so any content passes as ``raw``.
+
+    :param fmt: qemu-img's name of the format (``vpc`` for VHD).
+    :raises UnsafeSource: the content is another format, cannot be
+        parsed, names a backing file or external data file, or fails
+        another safety check of oslo.utils' format inspector.
+    """
+    if fmt == "raw":
+        return
+    if fmt not in SOURCE_FORMATS:
+        raise errors.UnsafeSource(
+            f"source format {fmt!r} is not one we inspect; supported: "
+            + ", ".join(SOURCE_FORMATS)
+        )
+    where = os.fspath(path)
+    try:
+        offload.run(_inspect, where, fmt)
+    except format_inspector.SafetyCheckFailed as exc:
+        raise errors.UnsafeSource(
+            f"{where} ({fmt}) failed the safety check: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(exc.failures.items()))
+            + ". A volume with a backing file or an external data file "
+            "would copy host data into the image"
+        ) from exc
+    except format_inspector.ImageFormatError as exc:
+        raise errors.UnsafeSource(
+            f"{where} cannot be parsed as {fmt}: {exc}"
+        ) from exc
+    except OSError as exc:
+        raise errors.SourceError(
+            f"cannot read volume {where}: {exc.strerror}"
+        ) from exc
 
 
 def _check_space(directory: Path, needed: int) -> None:
@@ -123,31 +206,36 @@ def _check_space(directory: Path, needed: int) -> None:
         )
 
 
-def _run(cmd: list[str], cancel: threading.Event | None) -> None:
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        while True:
-            try:
-                _, stderr = proc.communicate(timeout=_POLL)
-                break
-            except subprocess.TimeoutExpired:
+def _run(
+    cmd: list[str], workdir: Path, cancel: threading.Event | None
+) -> None:
+    """Run ``cmd`` to the end, polling with sleeps (green under eventlet:
+    a blocking wait, or ``communicate(timeout=)``, whose TimeoutExpired
+    eventlet raises from the unpatched module, would hold the loop or
+    escape), and kill it on cancel.
+    """
+    # stderr into a file: a pipe nobody reads while polling could fill
+    # and stall qemu-img
+    with tempfile.TemporaryFile(dir=workdir) as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            while proc.poll() is None:
                 if cancel is not None and cancel.is_set():
-                    proc.kill()
-                    proc.wait()
                     raise errors.UploadCancelled(
                         "upload cancelled during conversion"
-                    ) from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode:
-        raise errors.ConversionError(
-            f"{' '.join(cmd[:2])} failed (exit {proc.returncode}): "
-            f"{stderr.strip()}"
-        )
+                    )
+                time.sleep(_POLL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode:
+            err.seek(0)
+            stderr = err.read(64 * 1024).decode(errors="replace")
+            raise errors.ConversionError(
+                f"{' '.join(cmd[:2])} failed (exit {proc.returncode}): "
+                f"{stderr.strip()}"
+            )
 
 
 def convert(
@@ -167,16 +255,24 @@ def convert(
     :param cancel: set to stop the conversion.
     :returns: the converted file.
     :raises InsufficientSpace: ``workdir`` is too small.
-    :raises ConversionError: qemu-img failed or produced another format.
+    :raises UnsafeSource: the source is not a safe image in
+        ``source_format`` (see :func:`check_format`).
+    :raises ConversionError: qemu-img failed, or its output does not
+        pass as ``disk_format``.
     :raises UploadCancelled: ``cancel`` was set.
     """
     fmt = CONVERTIBLE_FORMATS[disk_format]
+    check_format(source, source_format)
     info = qemu_img_info(source, source_format)
+    if info.backing_file:
+        # the inspector already refuses these; qemu-img is asked too
+        raise errors.UnsafeSource(
+            f"{os.fspath(source)} has a backing file; refusing to convert it"
+        )
     # allocated bytes bound the output of every target format; a sparse
     # volume needs only what it really holds
-    actual = info.get("actual-size") or info.get("virtual-size") or 0
-    assert isinstance(actual, int)
-    _check_space(workdir, actual + _OVERHEAD)
+    actual = info.disk_size or info.virtual_size or 0
+    _check_space(workdir, int(actual) + _OVERHEAD)
     dest = workdir / f"image.{disk_format}"
     _run(
         [
@@ -189,14 +285,15 @@ def convert(
             os.fspath(source),
             os.fspath(dest),
         ],
+        workdir,
         cancel,
     )
-    result = qemu_img_info(dest, fmt)
-    if result.get("format") != fmt:
+    try:
+        check_format(dest, fmt)
+    except errors.UnsafeSource as exc:
         raise errors.ConversionError(
-            f"converted to {fmt}, but qemu-img reads the result as "
-            f"{result.get('format')}"
-        )
+            f"converted to {fmt}, but the result does not pass as {fmt}: {exc}"
+        ) from exc
     return dest
 
 
@@ -219,6 +316,14 @@ def compress(
     # gzip output can exceed its input by a few bytes per 64 KiB
     _check_space(workdir, size + _OVERHEAD)
     dest = workdir / (source.name + ".gz")
+    # seconds of CPU per GiB: never on an event loop
+    offload.run(_gzip, source, dest, chunk_size, cancel)
+    return dest
+
+
+def _gzip(
+    source: Path, dest: Path, chunk_size: int, cancel: threading.Event | None
+) -> None:
     with (
         open(source, "rb") as src,
         gzip.open(dest, "wb", compresslevel=6) as out,
@@ -229,4 +334,3 @@ def compress(
                     "upload cancelled during compression"
                 )
             out.write(chunk)
-    return dest

@@ -38,6 +38,8 @@ It branches by what the caller does next::
         +-- ConversionError          qemu-img failed
         +-- InsufficientSpace        no room to convert
         +-- SourceError              the volume cannot be read
+            +-- UnsafeSource         its header names a backing file or
+                                     data file, or is not its format
 
 Every error carries the HTTP status an API should answer with
 (:attr:`VolumeImageError.http_status`), the CLI exit code
@@ -70,6 +72,7 @@ __all__ = [
     "StoreCheckUnavailable",
     "UnknownSpecKey",
     "UnknownStore",
+    "UnsafeSource",
     "UploadCancelled",
     "UploadError",
     "VolumeImageError",
@@ -353,3 +356,14 @@ class SourceError(UploadError):
     """
 
     http_status = 400
+
+
+class UnsafeSource(SourceError):
+    """The volume's image header is not safe to hand to qemu-img: it is
+    not the format it is said to be, or it names a backing file, an
+    external data file or fails another format-inspector check.  Nothing
+    was converted or sent.
+
+    Fix: flatten the volume's image (no backing or data file), or upload
+    a raw volume.
+    """

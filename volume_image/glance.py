@@ -332,6 +332,7 @@ class GlanceClient:
         *,
         store_id: str | None,
         timeout: tuple[float, float],
+        base_image_ref: str | None = None,
     ) -> None:
         """``PUT /v2/images/{id}/file`` once, with a known size.
 
@@ -343,6 +344,8 @@ class GlanceClient:
         :param size: the number of bytes.
         :param store_id: the store header, or None for the default store.
         :param timeout: (connect, per-read) seconds.
+        :param base_image_ref: the image the volume was created from, sent
+            as ``x-openstack-base-image-ref`` as Cinder sends it.
         :raises VolumeImageError: the error for Glance's answer.
         """
         headers = {
@@ -351,6 +354,8 @@ class GlanceClient:
         }
         if store_id is not None:
             headers["X-Image-Meta-Store"] = store_id
+        if base_image_ref is not None:
+            headers["x-openstack-base-image-ref"] = base_image_ref
         what = f"PUT /v2/images/{image_id}/file"
         resp = self._request(
             "PUT",

@@ -27,7 +27,15 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from volume_image import config, convert, errors, glance, specs, stores
+from volume_image import (
+    config,
+    convert,
+    errors,
+    glance,
+    offload,
+    specs,
+    stores,
+)
 from volume_image.validation import StoreCatalogCache, Validator
 
 __all__ = [
@@ -182,6 +190,12 @@ class MeteredBody:
     if the source ends early.
 
     ``len()`` is the declared size, so requests sends ``Content-Length``.
+
+    Reading and hashing run in a native thread (:mod:`volume_image.offload`)
+    one chunk ahead of the send: the next chunk is read and hashed while
+    the current one goes out, into two buffers used in turn, so memory
+    stays at two chunks and an event loop (cinder-volume's) is never held
+    by file reads or hashing.
     """
 
     def __init__(
@@ -205,6 +219,7 @@ class MeteredBody:
         self._cancel = cancel
         self._filter = chunk_filter
         self._used = False
+        self._readinto = True
 
     def __len__(self) -> int:
         return self.size
@@ -213,30 +228,74 @@ class MeteredBody:
         # keystoneauth's debug log prints the body: never the bytes
         return f"<MeteredBody {self.size} bytes>"
 
-    def __iter__(self) -> Iterator[bytes]:
+    def _fill(self, buf: bytearray, want: int) -> int:
+        """Read up to ``want`` bytes into ``buf`` and hash them; runs in
+        the worker thread, so it neither logs nor calls back.
+        """
+        view = memoryview(buf)[:want]
+        got = 0
+        while got < want:
+            n = self._read_into(view[got:])
+            if not n:
+                break
+            got += n
+        self.md5.update(view[:got])
+        self.hash.update(view[:got])
+        return got
+
+    def _read_into(self, view: memoryview) -> int:
+        if self._readinto:
+            try:
+                return self._f.readinto(view)  # type: ignore[attr-defined,no-any-return]
+            except (AttributeError, NotImplementedError):
+                # a file-like object with read() only
+                self._readinto = False
+        data = self._f.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _collect(self, pending: offload.Pending[int]) -> int:
+        try:
+            return pending.result()
+        except OSError as exc:
+            raise errors.SourceError(
+                f"reading the volume failed at byte {self.sent}: {exc}"
+            ) from exc
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
         if self._used:
             raise RuntimeError("an upload body can be sent only once")
         self._used = True
-        while self.sent < self.size:
-            if self._cancel is not None and self._cancel.is_set():
-                raise errors.UploadCancelled("upload cancelled")
-            try:
-                chunk = self._f.read(min(self._chunk, self.size - self.sent))
-            except OSError as exc:
-                raise errors.SourceError(
-                    f"reading the volume failed at byte {self.sent}: {exc}"
-                ) from exc
-            if not chunk:
-                raise errors.SourceError(
-                    f"the volume ended at byte {self.sent} of {self.size}"
-                )
-            self.md5.update(chunk)
-            self.hash.update(chunk)
-            self.sent += len(chunk)
-            if self._progress is not None:
-                self._progress(self.sent, self.size)
-            # the test seam: what is sent may differ from what is hashed
-            yield self._filter(chunk) if self._filter else chunk
+        if self.size == 0:
+            return
+        bufs = (bytearray(self._chunk), bytearray(self._chunk))
+        turn = 0
+        with offload.Worker() as worker:
+            pending = worker.start(
+                self._fill, bufs[turn], min(self._chunk, self.size)
+            )
+            while True:
+                got = self._collect(pending)
+                if not got:
+                    raise errors.SourceError(
+                        f"the volume ended at byte {self.sent} of {self.size}"
+                    )
+                chunk = memoryview(bufs[turn])[:got]
+                self.sent += got
+                if self._cancel is not None and self._cancel.is_set():
+                    raise errors.UploadCancelled("upload cancelled")
+                ahead = min(self._chunk, self.size - self.sent)
+                if ahead:
+                    # the other buffer was sent before this chunk was asked
+                    # for, so it is free to fill
+                    turn ^= 1
+                    pending = worker.start(self._fill, bufs[turn], ahead)
+                if self._progress is not None:
+                    self._progress(self.sent, self.size)
+                # the test seam: what is sent may differ from what is hashed
+                yield self._filter(bytes(chunk)) if self._filter else chunk
+                if not ahead:
+                    return
 
 
 _SLOTS_LOCK = threading.Lock()
@@ -331,6 +390,7 @@ class Uploader:
         store_id: str | None = None,
         image_id: str | None = None,
         source_format: str = "raw",
+        base_image_ref: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> UploadResult:
@@ -344,12 +404,18 @@ class Uploader:
         :param store_id: an explicit store instead of ``extra_specs``.
         :param image_id: an existing ``queued`` image to fill (Cinder's API
             creates it before the volume service uploads).
-        :param source_format: the volume's own format, for qemu-img.
+        :param source_format: the volume's own format, for qemu-img
+            (its names: ``vpc`` for VHD).  A source that is not raw is
+            inspected before qemu-img reads it.
+        :param base_image_ref: the image the volume was created from,
+            sent to Glance as ``x-openstack-base-image-ref``.
         :param progress: called with (bytes done, bytes total).
         :param cancel: set from another thread to cancel and clean up.
         :raises SpecError: the store is invalid; nothing was created.
         :raises GlanceError: Glance could not be asked or refused us.
-        :raises UploadError: the upload failed and was cleaned up.
+        :raises UploadError: the upload failed and was cleaned up;
+            :class:`~volume_image.errors.UnsafeSource` before anything
+            was sent.
         """
         t0 = time.monotonic()
         src = source if isinstance(source, Source) else Source(source)
@@ -385,6 +451,7 @@ class Uploader:
                     header_store,
                     target,
                     image_id,
+                    base_image_ref,
                     progress,
                     cancel,
                     t0,
@@ -441,6 +508,7 @@ class Uploader:
         header_store: str | None,
         target: stores.StoreInfo | None,
         image_id: str | None,
+        base_image_ref: str | None,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
         t0: float,
@@ -457,7 +525,7 @@ class Uploader:
         )
         try:
             body, attempts = self._send(
-                src, image_id, header_store, progress, cancel
+                src, image_id, header_store, base_image_ref, progress, cancel
             )
             verified = False
             checksum = body.md5.hexdigest()
@@ -497,6 +565,7 @@ class Uploader:
         src: Source,
         image_id: str,
         header_store: str | None,
+        base_image_ref: str | None,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> tuple[MeteredBody, int]:
@@ -527,6 +596,7 @@ class Uploader:
                         src.size,
                         store_id=header_store,
                         timeout=timeout,
+                        base_image_ref=base_image_ref,
                     )
                     return body, attempt
                 except errors.GlanceAuthError as exc:

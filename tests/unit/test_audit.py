@@ -6,7 +6,7 @@ import pytest
 import requests_mock
 from keystoneauth1 import adapter, session
 
-from volume_image import audit, cinder, errors, stores
+from volume_image import audit, blockstorage, errors, stores
 
 KEY = "image_service:store_id"
 CAT = stores.parse_stores(
@@ -115,7 +115,7 @@ def test_list_follows_pages(rmock: requests_mock.Mocker) -> None:
         },
     )
     rmock.get(CINDER + "/types?marker=1", json={"volume_types": [{"id": "2"}]})
-    doc = cinder.list_volume_types(bs_adapter())
+    doc = blockstorage.list_volume_types(bs_adapter())
     assert [t["id"] for t in doc["volume_types"]] == ["1", "2"]
 
 
@@ -133,5 +133,5 @@ def test_list_errors(
 ) -> None:
     rmock.get(CINDER + "/types?is_public=None", **kwargs)
     with pytest.raises(errors.BlockStorageError, match=message) as info:
-        cinder.list_volume_types(bs_adapter())
+        blockstorage.list_volume_types(bs_adapter())
     assert info.value.exit_code == 4

@@ -261,3 +261,56 @@ def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [mine.name, other.name]
     )
+
+
+def test_body_reads_and_hashes_off_the_sending_thread() -> None:
+    data = DATA * 3
+    readers: set[int] = set()
+
+    class Traced(io.BytesIO):
+        def readinto(self, buf: object) -> int:  # type: ignore[override]
+            readers.add(threading.get_ident())
+            return super().readinto(buf)  # type: ignore[arg-type]
+
+    body = upload.MeteredBody(
+        Traced(data), len(data), chunk_size=64 * 1024, hash_algo="sha512"
+    )
+    # the consumer keeps no chunk: the body reuses two buffers
+    sent = b"".join(bytes(chunk) for chunk in body)
+    assert sent == data
+    assert body.hash.hexdigest() == hashlib.sha512(data).hexdigest()
+    assert body.md5.hexdigest() == hashlib.md5(data).hexdigest()  # noqa: S324
+    assert readers and threading.get_ident() not in readers
+
+
+def test_body_with_read_only_file_object() -> None:
+    class ReadOnly(io.RawIOBase):
+        def __init__(self) -> None:
+            self.buf = io.BytesIO(DATA)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            return self.buf.read(min(n, 1000))  # short reads, too
+
+    body = upload.MeteredBody(
+        ReadOnly(), len(DATA), chunk_size=64 * 1024, hash_algo="sha256"
+    )
+    assert b"".join(bytes(c) for c in body) == DATA
+    assert body.hash.hexdigest() == hashlib.sha256(DATA).hexdigest()
+
+
+def test_base_image_ref_is_sent(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+) -> None:
+    glance_mock.put(IMG + "/file", text=Recorder(204, 204))
+    glance_mock.get(IMG, json=active(store="fast"))
+    make(client).upload(vol, upload.ImageMeta("x"), base_image_ref="b-1")
+    put = next(r for r in glance_mock.request_history if r.method == "PUT")
+    assert put.headers["x-openstack-base-image-ref"] == "b-1"
+    make(client).upload(vol, upload.ImageMeta("x"))
+    put = [r for r in glance_mock.request_history if r.method == "PUT"][-1]
+    assert "x-openstack-base-image-ref" not in put.headers

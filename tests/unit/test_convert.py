@@ -1,0 +1,113 @@
+"""Source inspection and the checks around qemu-img, on real images made
+with qemu-img.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from volume_image import convert, errors
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[str, Path]:
+    host = tmp_path / "host-secret"
+    host.write_bytes(b"HOST SECRET" * 1000)
+    made = {
+        "raw": tmp_path / "v.raw",
+        "qcow2": tmp_path / "v.qcow2",
+        "backing": tmp_path / "backing.qcow2",
+        "datafile": tmp_path / "datafile.qcow2",
+    }
+    qemu_img("create", "-f", "raw", str(made["raw"]), "4M")
+    qemu_img("create", "-f", "qcow2", str(made["qcow2"]), "4M")
+    qemu_img(
+        "create", "-f", "qcow2", "-b", str(host), "-F", "raw",
+        str(made["backing"]),
+    )  # fmt: skip
+    qemu_img(
+        "create", "-f", "qcow2", "-o", f"data_file={host}",
+        str(made["datafile"]), "4M",
+    )  # fmt: skip
+    return made
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "match"),
+    [
+        ("backing", "qcow2", "backing_file"),
+        ("datafile", "qcow2", "data_file"),
+        ("qcow2", "vmdk", "its content is qcow2"),
+        ("raw", "qcow2", "its content is raw"),
+        ("qcow2", "qed", "not one we inspect"),
+    ],
+)
+def test_unsafe_sources_are_refused(
+    images: dict[str, Path], name: str, fmt: str, match: str
+) -> None:
+    with pytest.raises(errors.UnsafeSource, match=match):
+        convert.check_format(images[name], fmt)
+
+
+def test_safe_sources_pass(images: dict[str, Path]) -> None:
+    convert.check_format(images["qcow2"], "qcow2")
+    # raw has no header to trust: anything passes as raw
+    convert.check_format(images["backing"], "raw")
+
+
+def test_conversion_refuses_a_backing_file_before_qemu_img(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(convert, "_run", lambda cmd, *a: ran.append(cmd))
+    with pytest.raises(errors.UnsafeSource):
+        convert.convert(images["backing"], "qcow2", "raw", tmp_path)
+    assert ran == []
+
+
+def test_output_check_can_fail(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a qemu-img that writes qcow2 whatever it is asked for
+    def wrong_format(cmd: list[str], *args: object) -> None:
+        qemu_img("create", "-f", "qcow2", cmd[-1], "4M")
+
+    monkeypatch.setattr(convert, "_run", wrong_format)
+    with pytest.raises(errors.ConversionError, match="does not pass as vmdk"):
+        convert.convert(images["raw"], "raw", "vmdk", tmp_path)
+
+
+@pytest.mark.parametrize("disk_format", sorted(convert.CONVERTIBLE_FORMATS))
+def test_every_target_format_passes_its_check(
+    images: dict[str, Path], tmp_path: Path, disk_format: str
+) -> None:
+    out = convert.convert(images["qcow2"], "qcow2", disk_format, tmp_path)
+    assert out.stat().st_size > 0
+
+
+def test_qemu_img_info_runs_under_limits(images: dict[str, Path]) -> None:
+    info = convert.qemu_img_info(images["qcow2"], "qcow2")
+    assert info.virtual_size == 4 * 1024 * 1024
+    assert convert.QEMU_IMG_LIMITS.address_space == 1024**3
+    with pytest.raises(errors.ConversionError, match="qemu-img info failed"):
+        convert.qemu_img_info(images["raw"], "qcow2")
+
+
+def test_conversion_failure_and_cancel(
+    images: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(errors.ConversionError, match="exit 1"):
+        convert._run(["qemu-img", "convert", "-f", "vdi", "/nope", "/x"],
+                     tmp_path, None)  # fmt: skip
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(errors.UploadCancelled):
+        convert._run(["sleep", "5"], tmp_path, cancel)

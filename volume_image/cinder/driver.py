@@ -1,0 +1,341 @@
+"""Cinder's upload-to-image through ``volume_image``, switched on in
+``cinder.conf`` alone::
+
+    [file-1]
+    volume_driver = volume_image.cinder.driver.StoreAwareDriver
+    volume_image_wrapped_driver = cinder.volume.drivers.lvm.LVMVolumeDriver
+
+How it works:
+
+* ``StoreAwareDriver(...)`` returns an instance of a subclass of the
+  wrapped driver (``StoreAware<Name>``), made once per wrapped class.
+  Everything the wrapped driver does is inherited untouched: it *is* that
+  driver, to ``isinstance`` and to the volume manager.
+* The subclass changes one thing.  Drivers upload through Cinder's seam
+  ``cinder.volume.volume_utils.upload_volume`` (the base driver, LVM, RBD,
+  the NFS family and others).  When the first such backend starts, the seam
+  is replaced in the service process by a dispatcher: a call for a volume
+  of a backend of ours (``volume.host``) goes through
+  :class:`~volume_image.upload.Uploader`; any other call goes to Cinder's
+  own function, unchanged.  A driver that overrides
+  ``copy_volume_to_image`` but still calls the seam is covered too.
+* The upload uses the Glance the service already uses: the endpoints of
+  ``[DEFAULT] glance_api_servers`` (or the catalog, by
+  ``glance_catalog_info``), ``glance_request_timeout``,
+  ``glance_num_retries``, the CA and TLS options, and the caller's token
+  from the request context plus the service token when
+  ``[service_user] send_service_user_token`` is set: Cinder's own
+  ``service_auth.get_auth_plugin``.  No second set of credentials.
+* Our own options live in ``[volume_image]`` (see
+  :mod:`volume_image.config`), a group Cinder does not have.
+
+Under eventlet, nothing here holds the event loop: reads and hashing run
+in native threads (:mod:`volume_image.offload`), gzip too, qemu-img is
+polled with green sleeps, and Glance is spoken to through green sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from cinder import exception
+from cinder.image import glance as cinder_glance
+from cinder.image import image_utils
+from cinder.volume import volume_utils
+from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import session as ks_session
+from keystoneauth1.loading import session as ks_session_loading
+from oslo_config import cfg
+from oslo_utils import importutils
+
+from volume_image import config, errors, glance, upload
+from volume_image.validation import StoreCatalogCache
+
+__all__ = ["StoreAwareDriver", "driver_opts"]
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+driver_opts = [
+    cfg.StrOpt(
+        "volume_image_wrapped_driver",
+        help="The volume driver this backend really runs, e.g. "
+        "cinder.volume.drivers.lvm.LVMVolumeDriver, when volume_driver is "
+        "volume_image.cinder.driver.StoreAwareDriver. Everything but the "
+        "upload to an image is left to it.",
+    ),
+]
+
+# Glance's disk_format names where qemu-img's differ
+_QEMU_NAMES = {"vhd": "vpc"}
+
+# backend host ("host@backend") -> our driver serving it
+_BACKENDS: dict[str, Any] = {}
+_SEAM_LOCK = threading.Lock()
+_CLASSES: dict[type, type] = {}
+
+# the Glance client of the upload running in this green thread: the store
+# catalog is shared by the process, but fetched with the caller's token
+_CALLER: ContextVar[glance.GlanceClient] = ContextVar("volume_image_caller")
+_CACHES: dict[str, StoreCatalogCache] = {}
+
+
+class StoreAwareDriver:
+    """A ``volume_driver`` that runs ``volume_image_wrapped_driver`` with
+    uploads to images through ``volume_image``.
+
+    Instantiating it returns the wrapped driver's ``StoreAware`` subclass;
+    see the module docstring.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        configuration = kwargs.get("configuration")
+        if configuration is None:
+            raise exception.InvalidConfigurationValue(
+                option="volume_driver", value=cls.__name__
+            )
+        configuration.append_config_values(driver_opts)
+        path = configuration.safe_get("volume_image_wrapped_driver")
+        if not path:
+            raise exception.InvalidConfigurationValue(
+                option="volume_image_wrapped_driver", value=path
+            )
+        wrapped = importutils.import_class(path)
+        return store_aware(wrapped)(*args, **kwargs)
+
+
+def store_aware(wrapped: type) -> type:
+    """The ``StoreAware`` subclass of a volume driver class (made once)."""
+    with _SEAM_LOCK:
+        if wrapped not in _CLASSES:
+            _CLASSES[wrapped] = type(
+                f"StoreAware{wrapped.__name__}",
+                (_StoreAwareMixin, wrapped),
+                {"__module__": __name__},
+            )
+        return _CLASSES[wrapped]
+
+
+class _StoreAwareMixin:
+    """What ``StoreAware<Driver>`` adds to the wrapped driver."""
+
+    host: str
+
+    def do_setup(self, context: Any) -> None:
+        super().do_setup(context)  # type: ignore[misc]
+        config.register_opts(CONF)
+        _install_seam()
+        _BACKENDS[self.host] = self
+        LOG.info(
+            "volume_image: uploads to images of backend %s go through "
+            "volume_image (wrapping %s)",
+            self.host,
+            type(self).__mro__[2].__name__,
+        )
+
+    def volume_image_upload(
+        self,
+        context: Any,
+        image_meta: dict[str, Any],
+        volume_path: str | None,
+        volume: Any,
+        *,
+        volume_fd: Any = None,
+        volume_format: str = "raw",
+    ) -> upload.UploadResult:
+        """Upload one volume into the image Cinder's API created.
+
+        :raises cinder.exception.ImageUnacceptable: our error, with our
+            message as the reason.
+        """
+        image_id = image_meta["id"]
+        disk_format = image_meta.get("disk_format") or "raw"
+        image_utils.check_image_conversion_disable(
+            disk_format, volume_format, image_id, upload=True
+        )
+        settings = config.Settings.from_conf(CONF)
+        client = _glance_client(context, settings)
+        uploader = upload.Uploader(
+            client, settings, cache=_catalog_cache(client, settings)
+        )
+        extra_specs = dict(volume.volume_type.extra_specs or {})
+        base_image_ref = None
+        if volume.glance_metadata:
+            base_image_ref = volume.glance_metadata.get("image_id")
+        meta = upload.ImageMeta(
+            name=image_meta.get("name") or "",
+            disk_format=disk_format,
+            container_format=image_meta.get("container_format") or "bare",
+        )
+        if volume_fd is not None:
+            source = upload.Source(
+                fileobj=volume_fd, size=int(volume.size) * 1024**3
+            )
+        else:
+            assert volume_path is not None
+            source = upload.Source(volume_path)
+        token = _CALLER.set(client)
+        try:
+            with _readable(volume_path):
+                result = uploader.upload(
+                    source,
+                    meta,
+                    extra_specs=extra_specs,
+                    image_id=image_id,
+                    source_format=_QEMU_NAMES.get(
+                        volume_format, volume_format
+                    ),
+                    base_image_ref=base_image_ref,
+                )
+        except errors.VolumeImageError as exc:
+            LOG.error(
+                "volume_image: upload of volume %s to image %s failed: %s",
+                volume.id,
+                image_id,
+                exc,
+            )
+            raise exception.ImageUnacceptable(
+                image_id=image_id, reason=str(exc)
+            ) from exc
+        finally:
+            _CALLER.reset(token)
+        LOG.info(
+            "volume_image: volume %s uploaded to image %s in store %s "
+            "(%d bytes, %.1fs, verified %s)",
+            volume.id,
+            image_id,
+            result.store,
+            result.size,
+            result.seconds,
+            result.verified,
+        )
+        return result
+
+
+@contextlib.contextmanager
+def _readable(path: str | None) -> Iterator[None]:
+    """Make a root-owned device readable for the upload, as Cinder does
+    (``chown_if_needed``: a temporary chown through its root helper).
+    """
+    if path is None or os.access(path, os.R_OK):
+        yield
+        return
+    with image_utils.chown_if_needed(path):
+        yield
+
+
+def _install_seam() -> None:
+    """Replace ``volume_utils.upload_volume`` by the dispatcher, once."""
+    with _SEAM_LOCK:
+        current = volume_utils.upload_volume
+        if getattr(current, "_volume_image_original", None) is not None:
+            return
+        original = current
+
+        @functools.wraps(original)
+        def upload_volume(
+            context: Any,
+            image_service: Any,
+            image_meta: dict[str, Any],
+            volume_path: str | None,
+            volume: Any,
+            volume_format: str = "raw",
+            run_as_root: bool = True,
+            compress: bool = True,
+            volume_fd: Any = None,
+        ) -> None:
+            ours = _BACKENDS.get(
+                volume_utils.extract_host(volume.host, "backend")
+            )
+            if ours is None:
+                return original(  # type: ignore[no-any-return]
+                    context,
+                    image_service,
+                    image_meta,
+                    volume_path,
+                    volume,
+                    volume_format=volume_format,
+                    run_as_root=run_as_root,
+                    compress=compress,
+                    volume_fd=volume_fd,
+                )
+            ours.volume_image_upload(
+                context,
+                image_meta,
+                volume_path,
+                volume,
+                volume_fd=volume_fd,
+                volume_format=volume_format,
+            )
+            return None
+
+        upload_volume._volume_image_original = original  # type: ignore[attr-defined]
+        volume_utils.upload_volume = upload_volume
+
+
+_SESSION: ks_session.Session | None = None
+
+
+def _session() -> ks_session.Session:
+    """One transport session for the process, from Cinder's Glance TLS and
+    timeout options (as Cinder builds its own).
+    """
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = ks_session_loading.Session().load_from_options(
+            insecure=CONF.glance_api_insecure,
+            cacert=CONF.glance_ca_certificates_file,
+            timeout=CONF.glance_request_timeout or config.DEFAULT_TIMEOUT,
+            cert=CONF.glance_certfile,
+            key=CONF.glance_keyfile,
+            split_loggers=CONF.split_loggers,
+        )
+    return _SESSION
+
+
+def _glance_endpoint(context: Any) -> str:
+    """The next Glance API server, as Cinder picks it."""
+    netloc, use_ssl = next(iter(cinder_glance.get_api_servers(context)))
+    return f"{'https' if use_ssl else 'http'}://{netloc}"
+
+
+def _glance_client(
+    context: Any, settings: config.Settings
+) -> glance.GlanceClient:
+    """A client for this request: the caller's token (plus the service
+    token when Cinder sends one) on Cinder's Glance endpoint.
+    """
+    from cinder import service_auth
+
+    adapter = ks_adapter.Adapter(
+        _session(),
+        auth=service_auth.get_auth_plugin(context),
+        service_type="image",
+        endpoint_override=_glance_endpoint(context),
+        connect_retries=CONF.glance_num_retries,
+        global_request_id=getattr(context, "global_id", None),
+    )
+    return glance.GlanceClient(
+        adapter, use_store_detail=settings.use_store_detail
+    )
+
+
+def _catalog_cache(
+    client: glance.GlanceClient, settings: config.Settings
+) -> StoreCatalogCache:
+    """The process's catalog cache for ``client``'s Glance."""
+    endpoint = client.endpoint or ""
+    with _SEAM_LOCK:
+        if endpoint not in _CACHES:
+            _CACHES[endpoint] = StoreCatalogCache(
+                lambda: _CALLER.get().get_store_catalog(),
+                ttl=settings.store_cache_ttl,
+            )
+        return _CACHES[endpoint]
