@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from volume_image import (
     config,
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: ``progress(bytes_done, bytes_total)``, called after every chunk
 ProgressCallback = Callable[[int, int], None]
@@ -54,8 +55,10 @@ _RETRY_DELAY_CAP = 30.0
 # Glance restores an image to queued within ~0.2 s of a read error
 _QUEUED_WAIT = 15.0
 _CLEANUP_STATES = ("queued", "saving")
-# waits between attempts to delete an image after a failure; None: give up
-_CLEANUP_DELAYS = (0.2, 0.5, 1.0, 2.0, None)
+# waits between tries of an idempotent call (GET or DELETE of the image)
+# while Glance cannot be reached or answers 5xx; None: give up.  About 8 s
+# in all: a Glance node restarting, or a worker's "database is locked"
+_IDEMPOTENT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,6 +322,24 @@ def _is_retriable(exc: errors.VolumeImageError) -> bool:
     )
 
 
+def _idempotent(call: Callable[[str], T], image_id: str) -> T:
+    """``call(image_id)`` for a GET or DELETE, tried again after
+    :data:`_IDEMPOTENT_DELAYS` while Glance cannot be reached or answers
+    5xx (repeating either changes nothing), then the last error.
+    """
+    for delay in _IDEMPOTENT_DELAYS:
+        try:
+            return call(image_id)
+        except errors.GlanceUnavailable:
+            if delay is None:
+                raise
+            LOG.debug(
+                "image %s: Glance unavailable; again in %.1fs", image_id, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _pause(seconds: float, cancel: threading.Event | None) -> None:
     """Sleep, but wake up and raise when the upload is cancelled."""
     if cancel is None:
@@ -424,7 +445,7 @@ class Uploader:
         )
         with self._slots:
             if image_id is not None:
-                image = self.client.get_image(image_id)
+                image = self._image(image_id)
                 if image.get("status") != "queued":
                     raise errors.ImageStateConflict(
                         f"image {image_id} is {image.get('status')!r}, not "
@@ -646,7 +667,7 @@ class Uploader:
         """Wait until Glance has restored the image after a failed send."""
         deadline = time.monotonic() + _QUEUED_WAIT
         while True:
-            status = self.client.get_image(image_id).get("status")
+            status = self._image(image_id).get("status")
             if status == "queued":
                 return
             if status != "saving" or time.monotonic() > deadline:
@@ -669,7 +690,7 @@ class Uploader:
         :returns: the store the image landed in.
         :raises IntegrityError: any mismatch.
         """
-        image = self.client.get_image(image_id)
+        image = self._image(image_id)
         problems = []
         if image.get("status") != "active":
             problems.append(f"status is {image.get('status')!r}, not 'active'")
@@ -720,21 +741,9 @@ class Uploader:
             + (", ".join(catalog.writable_ids) or "none")
         )
 
-    def _delete(self, image_id: str) -> None:
-        """Delete an image, riding out a brief Glance hiccup.
-
-        Right after a failed upload Glance is still restoring the image,
-        and its DELETE can fail with a 5xx (seen: sqlite "database is
-        locked"); a few quick retries avoid leaving the image behind.
-        """
-        for delay in _CLEANUP_DELAYS:
-            try:
-                self.client.delete_image(image_id)
-                return
-            except errors.GlanceUnavailable:
-                if delay is None:
-                    raise
-                time.sleep(delay)
+    def _image(self, image_id: str) -> dict[str, Any]:
+        """GET the image, riding out a brief Glance outage."""
+        return _idempotent(self.client.get_image, image_id)
 
     def _cleanup(
         self, image_id: str, created: bool, exc: BaseException
@@ -743,10 +752,10 @@ class Uploader:
         try:
             if not created and not isinstance(exc, errors.IntegrityError):
                 # a caller's image: only while it holds no data
-                status = self.client.get_image(image_id).get("status")
+                status = self._image(image_id).get("status")
                 if status not in _CLEANUP_STATES:
                     return
-            self._delete(image_id)
+            _idempotent(self.client.delete_image, image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
         except errors.VolumeImageError as cleanup_exc:
             hint = (

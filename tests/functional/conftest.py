@@ -90,6 +90,46 @@ def glance_keystone(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def rabbit(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.RabbitServer]:
+    """RabbitMQ (Debian's) with its own epmd, all on 127.0.0.1."""
+    server = launcher.RabbitServer(tmp_path_factory.mktemp("rabbit"))
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cinder_stack(
+    rabbit: launcher.RabbitServer,
+    glance_server: launcher.GlanceServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.CinderStack]:
+    """cinder-api + cinder-scheduler + cinder-volume 29 over ``rabbit``,
+    asking ``glance_server``.  Backend ``upstream`` runs the test file
+    driver as it is; ``ours`` runs it wrapped by volume_image's
+    StoreAwareDriver, switched on by its two cinder.conf lines.
+
+    The API runs upstream's pipeline (no store_validation filter), so a
+    test can give a type a store that the filter would refuse, as a type
+    made before the filter was installed, or before Glance changed, has.
+    Its log tail on failure is mostly cinder-volume's.
+    """
+    server = launcher.CinderStack(
+        tmp_path_factory.mktemp("cinder-stack"),
+        glance_server.url,
+        rabbit.transport_url,
+        ours_driver="volume_image.cinder.driver.StoreAwareDriver",
+        ours_wrapped_driver=launcher.FILE_DRIVER,
+        with_filter=False,
+    )
+    _start(server)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def closed_url() -> str:
     """A loopback URL where nothing listens."""

@@ -181,6 +181,15 @@ class _StoreAwareMixin:
         else:
             assert volume_path is not None
             source = upload.Source(volume_path)
+        LOG.info(
+            "volume_image: uploading volume %s to image %s (%s/%s, base "
+            "image %s)",
+            volume.id,
+            image_id,
+            disk_format,
+            meta.container_format,
+            base_image_ref,
+        )
         token = _CALLER.set(client)
         try:
             with _readable(volume_path):

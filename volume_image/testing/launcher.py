@@ -1,5 +1,6 @@
 """Install and run the real servers that tests, the demo and the benchmarks
-use: Glance 33 and cinder-api 29 under uWSGI, on 127.0.0.1 only.
+use: Glance 33 and cinder-api 29 under uWSGI, Keystone 30, and the whole
+of Cinder 29 (api, scheduler, volume) over RabbitMQ, on 127.0.0.1 only.
 
 Each server gets its own virtualenv, built once from PyPI and cached under
 ``$VOLUME_IMAGE_CACHE`` (default ``~/.cache/volume_image``); the project's
@@ -8,9 +9,13 @@ own session and stopped by the PID they wrote, never by name.
 
 Command line::
 
-    python -m volume_image.testing.launcher setup      # venvs + qemu-img
+    python -m volume_image.testing.launcher setup      # venvs, qemu-img,
+                                                       # rabbitmq-server
     python -m volume_image.testing.launcher glance DIR  # run until Ctrl-C
     python -m volume_image.testing.launcher cinder DIR GLANCE_URL
+    python -m volume_image.testing.launcher rabbit DIR
+    python -m volume_image.testing.launcher stack DIR   # rabbit + Glance +
+                                                       # api/scheduler/volume
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,14 +43,20 @@ from typing import Any, ClassVar
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3 as ks_v3
 
+from volume_image.testing import cinderapi
+
 __all__ = [
+    "FILE_DRIVER",
     "PROJECT_ID",
     "VENVS",
     "CinderServer",
+    "CinderStack",
     "GlanceServer",
     "KeystoneServer",
+    "RabbitServer",
     "Server",
     "ensure_qemu_img",
+    "ensure_rabbitmq",
     "ensure_venv",
     "free_port",
 ]
@@ -63,6 +75,12 @@ VENVS: dict[str, list[str]] = {
     "cinder": [
         "cinder==29.0.0",
         "uwsgi==2.0.31",
+    ],
+    # the real command-line clients, for tests that drive cinder the way
+    # a user does (``cinder upload-to-image``)
+    "clients": [
+        "python-cinderclient==9.10.0",
+        "python-openstackclient==10.5.0",
     ],
 }
 
@@ -153,6 +171,49 @@ def ensure_qemu_img() -> str:
     if not found:
         raise RuntimeError("qemu-utils installed but qemu-img not found")
     return found
+
+
+#: Debian's broker start script; the wrapper in /usr/sbin would ``su`` to
+#: the rabbitmq user and write under /var, so we run this one directly
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+def ensure_rabbitmq() -> Path:
+    """Return the path of RabbitMQ's start script, installing Debian's
+    rabbitmq-server when it is missing and we are root.
+
+    The package's postinst does not start a broker here (no systemd):
+    :class:`RabbitServer` runs its own.
+    """
+    if RABBITMQ_SERVER.exists():
+        return RABBITMQ_SERVER
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError(
+            "RabbitMQ is missing: install the rabbitmq-server package"
+        )
+    _say("installing rabbitmq-server (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    # another apt may hold the dpkg lock: wait for it instead of failing
+    subprocess.run(
+        [
+            "apt-get",
+            "-o",
+            "DPkg::Lock::Timeout=900",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "rabbitmq-server",
+        ],
+        check=True,
+        env=env,
+    )
+    if not RABBITMQ_SERVER.exists():
+        raise RuntimeError(
+            f"rabbitmq-server installed but {RABBITMQ_SERVER} not found"
+        )
+    return RABBITMQ_SERVER
 
 
 def free_port() -> int:
@@ -711,6 +772,203 @@ class KeystoneServer(Server):
             )
 
 
+def _other_port(taken: set[int]) -> int:
+    """A free port not in ``taken`` (added to it)."""
+    while True:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def _tcp_open(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    return False
+
+
+def _stop_pid(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a child of ours, then SIGKILL it after ``timeout`` s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RabbitServer(Server):
+    """Debian's RabbitMQ 3.10 as a plain process of ours, 127.0.0.1 only.
+
+    Everything of the broker lives under ``base``: mnesia, log, Erlang
+    cookie (``HOME``), configuration (nothing read from /etc).  It runs
+    with its own ``epmd`` on its own port, so it neither meets another
+    run's broker nor leaves a system epmd on 0.0.0.0:4369 behind, and its
+    Erlang distribution port is a free port on 127.0.0.1 too.  No
+    plugins; the default ``guest`` user, which RabbitMQ lets in over
+    loopback only, is what :attr:`transport_url` uses.
+
+    :param port: the AMQP port (free by default); the distribution and
+        epmd ports are picked free as well.
+    """
+
+    name = "rabbitmq"
+
+    def __init__(self, base: Path, port: int | None = None) -> None:
+        super().__init__(base, port)
+        taken = {self.port}
+        self.dist_port = _other_port(taken)
+        self.epmd_port = _other_port(taken)
+        # unique per broker: rabbitmqctl finds the node by this name
+        self.nodename = f"vi{self.port}@localhost"
+        self.epmd: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The AMQP address (for messages)."""
+        return f"amqp://127.0.0.1:{self.port}"
+
+    @property
+    def transport_url(self) -> str:
+        """oslo.messaging's ``transport_url`` for this broker."""
+        return f"rabbit://guest:guest@127.0.0.1:{self.port}/"
+
+    def command(self) -> list[str]:
+        # with RUNNING_UNDER_SYSTEMD the script `exec`s erl: our child's
+        # PID is the broker's (beam.smp), so stopping by PID works
+        return [str(ensure_rabbitmq())]
+
+    def environment(self) -> dict[str, str]:
+        """The environment of the broker, its epmd and ``rabbitmqctl``."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RABBITMQ_", "ERL_"))
+        }
+        env.update(
+            # the Erlang cookie is $HOME/.erlang.cookie
+            HOME=str(self.base),
+            RABBITMQ_NODENAME=self.nodename,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port),
+            # default would be AMQP port + 20000, maybe taken
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            ERL_EPMD_PORT=str(self.epmd_port),
+            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.base / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.etc / "enabled_plugins"),
+            # RabbitMQ adds ".conf"
+            RABBITMQ_CONFIG_FILE=str(self.etc / "rabbitmq"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.etc / "advanced.config"),
+            # empty: nothing from /etc/rabbitmq/rabbitmq-env.conf
+            RABBITMQ_CONF_ENV_FILE=str(self.etc / "rabbitmq-env.conf"),
+            RABBITMQ_PID_FILE=str(self.pidfile),
+            RUNNING_UNDER_SYSTEMD="1",
+            # every erl (the broker and rabbitmqctl's hidden node) would
+            # listen for Erlang distribution on 0.0.0.0 otherwise
+            ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            # a failed start writes one; not into the caller's directory
+            ERL_CRASH_DUMP=str(self.base / "log" / "erl_crash.dump"),
+        )
+        return env
+
+    def prepare(self) -> None:
+        (self.base / "mnesia").mkdir(parents=True, exist_ok=True)
+        (self.etc / "enabled_plugins").write_text("[].\n")
+        (self.etc / "advanced.config").write_text("[].\n")
+        (self.etc / "rabbitmq-env.conf").write_text("")
+        (self.etc / "rabbitmq.conf").write_text(
+            "\n".join(
+                [
+                    f"listeners.tcp.1 = 127.0.0.1:{self.port}",
+                    # guest may log in over loopback only (the default)
+                    "loopback_users.guest = true",
+                    # the whole log on stdout, i.e. in log_path
+                    "log.console = true",
+                    "log.console.level = info",
+                    "log.console.use_colors = off",
+                    "log.file = false",
+                    "",
+                ]
+            )
+        )
+
+    def _answers(self) -> bool:
+        # an AMQP 0-9-1 protocol header is answered with connection.start,
+        # a method frame (type 1): the broker accepts clients
+        try:
+            with socket.create_connection(
+                ("127.0.0.1", self.port), timeout=2
+            ) as sock:
+                sock.sendall(b"AMQP\x00\x00\x09\x01")
+                return sock.recv(1) == b"\x01"
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 90.0) -> RabbitServer:
+        """Start epmd, then the broker; return when it speaks AMQP."""
+        (self.base / "log").mkdir(parents=True, exist_ok=True)
+        with open(self.base / "log" / "epmd.log", "ab") as log:
+            self.epmd = subprocess.Popen(
+                [
+                    "epmd",
+                    "-address",
+                    "127.0.0.1",
+                    "-port",
+                    str(self.epmd_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + 10
+            while not _tcp_open(self.epmd_port):
+                if self.epmd.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"epmd did not start on port {self.epmd_port}"
+                    )
+                time.sleep(0.05)
+            super().start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``rabbitmqctl -n NODE ARGS`` against this broker; return
+        its output.
+        """
+        ctl = ensure_rabbitmq().parent / "rabbitmqctl"
+        return subprocess.run(
+            [str(ctl), "-n", self.nodename, *args],
+            capture_output=True,
+            text=True,
+            env=self.environment(),
+            timeout=timeout,
+            check=True,
+        ).stdout
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the broker (SIGTERM, a clean shutdown), then its epmd."""
+        super().stop(timeout)
+        if self.epmd is not None:
+            _stop_pid(self.epmd, timeout)
+            self.epmd = None
+
+    def kill(self) -> None:
+        """Kill the broker at once (a crash); its epmd stops cleanly."""
+        super().kill()
+        if self.epmd is not None:
+            _stop_pid(self.epmd, 5)
+            self.epmd = None
+
+
 #: a project id cinder's default project_id_regex ([0-9a-f-]+) accepts;
 #: noauth takes the token "admin:PROJECT_ID"
 PROJECT_ID = "6d9c5a1e0f2b4c3d8e7f6a5b4c3d2e1f"
@@ -791,10 +1049,14 @@ class CinderServer(Server):
             values["AUTHTOKEN"] = self.keystone.authtoken_section(
                 "cinder", 300
             )
-        _render("cinder.conf", self.etc / "cinder.conf", values)
+        self._write_conf(values)
         _render("cinder-uwsgi.ini", self.ini, values)
         _render("cinder-api-paste.ini", self.etc / "api-paste.ini", values)
         self._manage_db("cinder-manage", "cinder.conf", "db", "sync")
+
+    def _write_conf(self, values: dict[str, str]) -> None:
+        """Write ``etc/cinder.conf``."""
+        _render("cinder.conf", self.etc / "cinder.conf", values)
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -803,8 +1065,582 @@ class CinderServer(Server):
         return env
 
 
+#: the test volume driver (sparse files), see volume_image.testing.filedriver
+FILE_DRIVER = "volume_image.testing.filedriver.FileVolumeDriver"
+
+
+def _ini_text(header: str, sections: dict[str, dict[str, str]]) -> str:
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for name, options in sections.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{key} = {value}" for key, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+class CinderStack(CinderServer):
+    """The whole of Cinder 29: cinder-api (uWSGI, as :class:`CinderServer`,
+    our filter in its pipeline unless ``with_filter=False``),
+    cinder-scheduler and cinder-volume, over the RabbitMQ at
+    ``transport_url``, sharing one sqlite database and one ``cinder.conf``
+    (see :meth:`config_sections`); everything on 127.0.0.1 and under
+    ``base``.
+
+    cinder-volume runs two backends of the test file driver
+    (:data:`FILE_DRIVER`) in one service, ``upstream`` (Cinder's own
+    upload path) and ``ours`` (``ours_driver``, e.g. volume_image's
+    driver wrapping ``ours_wrapped_driver``); pin a volume to one with a
+    type whose ``volume_backend_name`` is the backend's name
+    (:meth:`~volume_image.testing.cinderapi.CinderRest.backend_type`).
+    Volume bytes are in :meth:`volume_file`.
+
+    cinder-volume reads a second config file that sets ``auth_strategy =
+    keystone`` (``volume_auth_strategy``): with noauth it builds a
+    glanceclient that drops the ``x-image-meta-store`` header, and every
+    image lands in Glance's default store.  No Keystone is contacted: the
+    volume service never validates tokens, it forwards the caller's.
+
+    :param glance_num_retries: Cinder's retries of a failed Glance call
+        (upstream's default is 3, one second apart).
+    :param default_options: more ``[DEFAULT]`` options (they win).
+    :param backend_options: more options per backend section
+        (``{"ours": {...}}``).
+    :param sections: more sections, or options merged into one.
+    :param probe: at start, create and delete one volume per backend
+        (about 1 s): proof that the scheduler places volumes on both
+        (it does so only once it has every backend's capabilities, which
+        the services table does not tell).
+
+    The three processes share the sqlite file through a ``sitecustomize``
+    (template ``cinder-sitecustomize.py``) that makes every transaction
+    ``BEGIN IMMEDIATE``: with oslo.db's deferred ``BEGIN``, two things at
+    once (a volume created during another's creation) fail with
+    "database is locked".
+    """
+
+    name = "cinder-stack"
+    BACKENDS = ("upstream", "ours")
+    #: the services' host; backends are HOST@upstream, HOST@ours
+    HOST = "vi-stack"
+    #: logged once per backend when cinder-volume serves it
+    VOLUME_READY = "Driver post RPC initialization completed"
+    SCHEDULER_READY = "Starting cinder-scheduler node"
+
+    def __init__(
+        self,
+        base: Path,
+        glance_url: str,
+        transport_url: str,
+        port: int | None = None,
+        *,
+        ours_driver: str = FILE_DRIVER,
+        ours_wrapped_driver: str | None = None,
+        with_filter: bool = True,
+        filter_options: dict[str, str] | None = None,
+        glance_num_retries: int = 0,
+        volume_auth_strategy: str = "keystone",
+        default_options: dict[str, str] | None = None,
+        backend_options: dict[str, dict[str, str]] | None = None,
+        sections: dict[str, dict[str, str]] | None = None,
+        probe: bool = True,
+    ) -> None:
+        super().__init__(
+            base,
+            glance_url,
+            port,
+            with_filter=with_filter,
+            filter_options=filter_options,
+        )
+        # cinder-api's own log (uWSGI's request lines and oslo.log's)
+        self.log_path = self.base / "log" / "cinder-api.log"
+        self.transport_url = transport_url
+        self.ours_driver = ours_driver
+        self.ours_wrapped_driver = ours_wrapped_driver
+        self.glance_num_retries = glance_num_retries
+        self.volume_auth_strategy = volume_auth_strategy
+        self.default_options = dict(default_options or {})
+        self.backend_options = {
+            k: dict(v) for k, v in (backend_options or {}).items()
+        }
+        self.extra_sections = {k: dict(v) for k, v in (sections or {}).items()}
+        self.probe = probe
+        #: cinder-scheduler and cinder-volume, by service name
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_marks: dict[str, int] = {}
+
+    @property
+    def volumes_dir(self) -> Path:
+        """Where the file driver keeps the volumes of both backends."""
+        return self.base / "volumes"
+
+    def volume_file(self, volume_id: str) -> Path:
+        """The file holding volume ``volume_id``'s bytes (as
+        ``filedriver.volume_file`` names it).
+        """
+        return self.volumes_dir / f"volume-{volume_id}"
+
+    def service_log(self, service: str) -> Path:
+        """``cinder-api``, ``cinder-scheduler`` or ``cinder-volume``'s
+        log.
+        """
+        return self.base / "log" / f"{service}.log"
+
+    def rest(self, microversion: str = "3.3") -> cinderapi.CinderRest:
+        """A REST client of this stack's API (admin, noauth)."""
+        return cinderapi.CinderRest(
+            self.url, PROJECT_ID, microversion=microversion
+        )
+
+    def config_sections(self) -> dict[str, dict[str, str]]:
+        """The sections of the shared ``cinder.conf``."""
+        venv = self.venv()
+        conf = self.etc / "cinder.conf"
+        # privsep daemons (os-brick's "dd" check when the file is
+        # attached, cinder's sys_admin context): the default command is
+        # "sudo cinder-rootwrap ... privsep-helper"; we are root without
+        # sudo.  helper_command replaces all of it, config file included.
+        helper = f"{venv}/bin/privsep-helper --config-file {conf}"
+        default = {
+            # the API: no Keystone; cinder-volume overrides this, see
+            # cinder-volume.conf
+            "auth_strategy": "noauth",
+            "transport_url": self.transport_url,
+            # cinder 29 has no [glance] api_servers; this is the option
+            "glance_api_servers": self.glance_url,
+            "glance_num_retries": str(self.glance_num_retries),
+            "api_paste_config": f"{self.etc}/api-paste.ini",
+            "resource_query_filters_file": (
+                f"{venv}/etc/cinder/resource_filters.json"
+            ),
+            "state_path": f"{self.base}/state",
+            "host": self.HOST,
+            "my_ip": "127.0.0.1",
+            "debug": "true",
+            # each service logs to <log_dir>/<its name>.log (the API is
+            # given --log-file: under uWSGI the name would be a frame's)
+            "log_dir": f"{self.base}/log",
+            "use_stderr": "false",
+            "enabled_backends": ",".join(self.BACKENDS),
+            # the volume service reports every 10 s (default 60), and
+            # its capabilities reach the scheduler as often
+            "report_interval": "10",
+            "periodic_interval": "10",
+            # lets uploads use container_format=compressed (else 400)
+            "allow_compression_on_image_upload": "true",
+            # no quota: a test run makes more than 10 volumes.  db sync
+            # writes the "default" quota class (10 volumes), which wins
+            # over quota_* unless use_default_quota_class is false
+            "use_default_quota_class": "false",
+            "quota_volumes": "-1",
+            "quota_snapshots": "-1",
+            "quota_gigabytes": "-1",
+            "quota_backups": "-1",
+            "quota_backup_gigabytes": "-1",
+            "quota_groups": "-1",
+        }
+        default.update(self.default_options)
+        sections: dict[str, dict[str, str]] = {
+            "DEFAULT": default,
+            "database": {"connection": f"sqlite:///{self.base}/cinder.sqlite"},
+            "oslo_concurrency": {"lock_path": f"{self.base}/locks"},
+            "coordination": {"backend_url": f"file://{self.base}/coord"},
+            "oslo_messaging_notifications": {"driver": "noop"},
+            "privsep_osbrick": {"helper_command": helper},
+            "cinder_sys_admin": {"helper_command": helper},
+        }
+        drivers = {"upstream": FILE_DRIVER, "ours": self.ours_driver}
+        for backend in self.BACKENDS:
+            options = {"volume_driver": drivers[backend]}
+            if backend == "ours" and self.ours_wrapped_driver:
+                options["volume_image_wrapped_driver"] = (
+                    self.ours_wrapped_driver
+                )
+            options["volume_backend_name"] = backend
+            options["file_volume_dir"] = str(self.volumes_dir)
+            options.update(self.backend_options.get(backend, {}))
+            sections[backend] = options
+        for name, options in self.extra_sections.items():
+            sections.setdefault(name, {}).update(options)
+        return sections
+
+    def _write_conf(self, values: dict[str, str]) -> None:
+        for sub in ("state", "coord", "volumes"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        (self.etc / "cinder.conf").write_text(
+            _ini_text(
+                "cinder 29.0.0: api + scheduler + volume over RabbitMQ, "
+                "sqlite.\nRendered by "
+                "volume_image.testing.launcher.CinderStack.",
+                self.config_sections(),
+            )
+        )
+        # sqlite shared by three processes: see the template's docstring
+        (self.base / "site").mkdir(exist_ok=True)
+        _render(
+            "cinder-sitecustomize.py",
+            self.base / "site" / "sitecustomize.py",
+            {},
+        )
+        # read by cinder-volume only, after cinder.conf: with noauth,
+        # cinder builds a glanceclient that drops x-image-meta-store
+        (self.etc / "cinder-volume.conf").write_text(
+            _ini_text(
+                "cinder-volume only (after cinder.conf).",
+                {"DEFAULT": {"auth_strategy": self.volume_auth_strategy}},
+            )
+        )
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        # the file driver (and volume_image's) come from the source
+        # under test; no .pyc of the cinder venv's Python in the tree.
+        # site/ holds the sitecustomize that makes sqlite queue writers
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), str(self.base / "site")]
+        )
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # cinder-volume runs privsep-helper and cinder-rootwrap by name
+        env["PATH"] = f"{self.venv() / 'bin'}{os.pathsep}{env['PATH']}"
+        return env
+
+    def prepare(self) -> None:
+        super().prepare()
+        # cinder-volume starts here, right after the database sync and
+        # before the API, so that their imports overlap; the scheduler
+        # starts once the backends are served, see start()
+        self._spawn(
+            "cinder-volume",
+            "--config-file",
+            str(self.etc / "cinder-volume.conf"),
+        )
+
+    def _spawn(self, service: str, *extra: str) -> None:
+        # readiness is judged from the lines logged after this point
+        # (the services table says "up" for a minute after a stop)
+        log = self.service_log(service)
+        self._log_marks[service] = log.stat().st_size if log.exists() else 0
+        with open(self.base / "log" / f"{service}.stdout", "ab") as out:
+            self.services[service] = subprocess.Popen(
+                [
+                    str(self.venv() / "bin" / service),
+                    "--config-file",
+                    str(self.etc / "cinder.conf"),
+                    *extra,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                start_new_session=True,
+            )
+
+    def _new_log(self, service: str) -> str:
+        try:
+            with open(self.service_log(service), "rb") as log:
+                log.seek(self._log_marks.get(service, 0))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _volume_ready(self) -> bool:
+        served = self._new_log("cinder-volume").count(self.VOLUME_READY)
+        return served >= len(self.BACKENDS)
+
+    def _scheduler_ready(self) -> bool:
+        text = self._new_log("cinder-scheduler")
+        if self.SCHEDULER_READY not in text:
+            return False
+        if self.config_sections()["DEFAULT"].get("debug") != "true":
+            return True  # capabilities are logged at debug level only
+        return all(
+            re.search(
+                rf"Received volume service update from\s+"
+                rf"{re.escape(self.HOST)}@{backend}\b",
+                text,
+            )
+            for backend in self.BACKENDS
+        )
+
+    def _services_up(self) -> bool:
+        wanted = {("cinder-scheduler", self.HOST)} | {
+            ("cinder-volume", f"{self.HOST}@{b}") for b in self.BACKENDS
+        }
+        up = {
+            (s["binary"], s["host"])
+            for s in self.rest().services()
+            if s["state"] == "up"
+        }
+        return wanted <= up
+
+    def _wait_for(
+        self, ready: Callable[[], bool], what: str, deadline: float
+    ) -> None:
+        while not ready():
+            for service, proc in self.services.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{service} exited ({proc.returncode}) during "
+                        f"start-up:\n{self.log_tail()}"
+                    )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: not in time:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def start(self, timeout: float = 180.0) -> CinderStack:
+        """Start the three services; return when the API answers, both
+        backends and the scheduler are up (in new log lines and in
+        ``os-services``), the scheduler has both backends' capabilities
+        and, with ``probe``, a volume was created on each backend.
+
+        cinder-volume starts first: the scheduler asks every volume
+        service for its capabilities when it starts, and otherwise gets
+        them only with the next periodic report (after up to two
+        minutes); a backend that started first but published before the
+        scheduler listened would be missing until then.
+
+        :raises RuntimeError: a service exited or was not ready in time;
+            the message ends with the logs' tails.  Everything started
+            is stopped again.
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        try:
+            super().start(timeout)
+            self._wait_for(
+                self._volume_ready, "cinder-volume serving both", deadline
+            )
+            self._spawn("cinder-scheduler")
+            self._wait_for(
+                self._scheduler_ready,
+                "cinder-scheduler with both backends' capabilities",
+                deadline,
+            )
+            self._wait_for(self._services_up, "os-services all up", deadline)
+            if self.probe:
+                self.wait_schedulable(deadline - time.monotonic())
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def wait_schedulable(self, timeout: float = 90.0) -> None:
+        """Create a 1 GiB volume on each backend, wait until both are
+        ``available``, delete them: then the scheduler has every
+        backend's capabilities (it holds requests until it has them, up
+        to ``scheduler_driver_init_wait_time``).
+        """
+        rest = self.rest()
+        volumes = []
+        for backend in self.BACKENDS:
+            name = f"probe-{backend}"
+            vtype = rest.find_type(name) or rest.create_type(
+                name, {"volume_backend_name": backend}
+            )
+            volumes.append(
+                rest.create_volume(1, volume_type=vtype["id"], name=name)
+            )
+        deadline = time.monotonic() + timeout
+        for volume in volumes:
+            rest.wait_volume(
+                volume["id"], timeout=max(1.0, deadline - time.monotonic())
+            )
+        for volume in volumes:
+            rest.delete_volume(volume["id"], wait=False)
+        for volume in volumes:
+            while rest.request("GET", f"/volumes/{volume['id']}").ok:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"probe volume {volume['id']} stays")
+                time.sleep(0.2)
+
+    def service_pids(self) -> dict[str, int]:
+        """PIDs of the running services (the API's is uWSGI's master)."""
+        pids = {
+            name: proc.pid
+            for name, proc in self.services.items()
+            if proc.poll() is None
+        }
+        if self.pid is not None:
+            pids["cinder-api"] = self.pid
+        return pids
+
+    def _privsep_daemons(self) -> list[int]:
+        # privsep daemons double-fork (their parent is then PID 1), so
+        # they are found by their command line: privsep-helper with OUR
+        # config file, never by name alone
+        conf = str(self.etc / "cinder.conf")
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            argv = _cmdline(int(entry.name))
+            if conf in argv and any(
+                Path(a).name == "privsep-helper" for a in argv[:2]
+            ):
+                found.append(int(entry.name))
+        return found
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every service (by PID), wait, SIGKILL what is left:
+        cinder-volume's per-backend children, then privsep daemons of
+        this stack that did not exit with their cinder-volume.
+        """
+        children = [
+            pid
+            for proc in self.services.values()
+            if proc.poll() is None
+            for pid in self._children(proc.pid)
+        ]
+        privsep = self._privsep_daemons()
+        for proc in self.services.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        super().stop(timeout)  # the API, meanwhile
+        for proc in self.services.values():
+            _stop_pid(proc, timeout)
+        self.services.clear()
+        self._reap(children)
+        self._reap_privsep(privsep)
+
+    def _reap_privsep(self, pids: list[int]) -> None:
+        """Give privsep daemons 5 s to exit after their cinder-volume
+        (they normally do: their socket closed), then SIGTERM, then
+        SIGKILL, each time only if the PID still runs with our config.
+        """
+        conf = str(self.etc / "cinder.conf")
+        for sig, grace in ((None, 5.0), (signal.SIGTERM, 2.0)):
+            if sig is not None:
+                for pid in pids:
+                    if conf in _cmdline(pid):  # PIDs are reused
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if conf in _cmdline(p)]
+                time.sleep(0.1)
+        for pid in pids:
+            if conf in _cmdline(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Kill every service at once (a crash of the whole node)."""
+        children = [
+            pid
+            for proc in self.services.values()
+            if proc.poll() is None
+            for pid in self._children(proc.pid)
+        ]
+        privsep = self._privsep_daemons()
+        for proc in self.services.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.services.clear()
+        self._reap(children)
+        super().kill()
+        self._reap_privsep(privsep)
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of cinder-volume's log, and fewer of the
+        scheduler's, the API's and the services' stdout (tracebacks from
+        before logging was set up).
+        """
+        parts = []
+        for path, count in (
+            (self.service_log("cinder-volume"), lines),
+            (self.service_log("cinder-scheduler"), max(5, lines // 4)),
+            (self.log_path, max(5, lines // 4)),
+            (self.base / "log" / "cinder-volume.stdout", 10),
+            (self.base / "log" / "cinder-scheduler.stdout", 10),
+        ):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            if text.strip():
+                tail = "\n".join(text.splitlines()[-count:])
+                parts.append(f"--- {path.name} ---\n{tail}")
+        return "\n".join(parts)
+
+    def cli(
+        self,
+        *args: str,
+        microversion: str = "3.1",
+        check: bool = True,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``cinder`` command (python-cinderclient, the
+        "clients" virtualenv) against this stack, as admin with noauth.
+
+        ``openstack`` does not work against a noauth cinder-api (its
+        version discovery request carries no token, and noauth answers
+        it with an empty 204); ``cinder``'s noauth plugin appends the
+        project id to the ``/v3`` endpoint itself.
+
+        :raises subprocess.CalledProcessError: with ``check``, a non-zero
+            exit (its output in ``stdout``/``stderr``).
+        """
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OS_", "CINDER_"))
+        }
+        env.pop("PYTHONWARNINGS", None)
+        return subprocess.run(
+            [
+                str(ensure_venv("clients") / "bin" / "cinder"),
+                "--os-auth-type",
+                "noauth",
+                "--os-user-id",
+                "admin",
+                "--os-project-id",
+                PROJECT_ID,
+                "--os-endpoint",
+                f"{self.url}/v3",
+                "--os-volume-api-version",
+                microversion,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=check,
+        )
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM stop the servers as Ctrl-C does (a ``kill`` of the
+    launcher would otherwise leave them running).
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _serve(server: Server) -> int:
     """Run ``server`` until Ctrl-C."""
+    _stop_on_sigterm()
     server.start()
     print(f"{server.name} on {server.url} (pid {server.pid}); Ctrl-C stops it")
     try:
@@ -817,6 +1653,35 @@ def _serve(server: Server) -> int:
     return 0
 
 
+def _serve_stack(base: Path) -> int:
+    """Run RabbitMQ, Glance and a :class:`CinderStack` under ``base``
+    until Ctrl-C.
+    """
+    _stop_on_sigterm()
+    started: list[Server] = []
+    try:
+        rabbit = RabbitServer(base / "rabbit").start()
+        started.append(rabbit)
+        glance = GlanceServer(base / "glance", processes=1).start()
+        started.append(glance)
+        stack = CinderStack(base / "cinder", glance.url, rabbit.transport_url)
+        started.append(stack.start())
+        for server in started:
+            print(
+                f"{server.name} on {server.url} (pid {server.pid}, "
+                f"up in {server.startup_seconds:.1f}s)"
+            )
+        print(f"volume files in {stack.volumes_dir}; Ctrl-C stops all")
+        while all(server.pid for server in started):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in reversed(started):
+            server.stop()
+    return 0
+
+
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -826,11 +1691,16 @@ def _main(argv: list[str]) -> int:
         for name in names:
             print(f"{name}: {ensure_venv(name)}")
         print(f"qemu-img: {ensure_qemu_img()}")
+        print(f"rabbitmq-server: {ensure_rabbitmq()}")
         return 0
     if argv[0] == "glance" and len(argv) == 2:
         return _serve(GlanceServer(Path(argv[1])))
     if argv[0] == "cinder" and len(argv) == 3:
         return _serve(CinderServer(Path(argv[1]), argv[2]))
+    if argv[0] == "rabbit" and len(argv) == 2:
+        return _serve(RabbitServer(Path(argv[1])))
+    if argv[0] == "stack" and len(argv) == 2:
+        return _serve_stack(Path(argv[1]))
     print(__doc__, file=sys.stderr)
     return 2
 
