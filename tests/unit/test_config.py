@@ -90,3 +90,20 @@ def test_sample_config_is_current(tmp_path: Path) -> None:
     assert out.read_text() == SAMPLE.read_text(), (
         "doc sample is stale: run 'make sample-config'"
     )
+
+
+def test_register_opts_on_a_host_that_owns_glance() -> None:
+    """Cinder declares [glance] region_name (and more) itself: ours must
+    not collide, and the host's option keeps its meaning.
+    """
+    conf = cfg.ConfigOpts()
+    host_opt = cfg.StrOpt("region_name", help="the host's own region")
+    conf.register_opt(host_opt, group="glance")
+    config.register_opts(conf)
+    config.register_opts(conf)  # twice is fine too
+    conf(args=[])
+    assert conf.glance.region_name is None
+    assert conf.glance.timeout == config.DEFAULT_TIMEOUT
+    assert conf.volume_image.verify_upload is True
+    # the host's option object is the one registered
+    assert conf._groups["glance"]._opts["region_name"]["opt"] is host_opt
