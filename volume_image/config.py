@@ -98,14 +98,17 @@ _opts = [
         "verify_upload",
         default=True,
         help="After an upload, read the image back and compare status, "
-        "size, checksum, os_hash_value and stores with what was sent. A "
-        "mismatch deletes the image.",
+        "size, one digest (os_hash_value, or the md5 checksum where "
+        "Glance reports no other) and stores with what was sent. A "
+        "mismatch deletes the image. Off: nothing is hashed.",
     ),
     cfg.StrOpt(
         "hash_algo",
         default="sha512",
         help="The os_hash_algo Glance uses (its hashing_algorithm "
-        "option). The upload computes it while streaming.",
+        "option): the one digest an upload computes while streaming. "
+        "When Glance reports another, the source is read once more for "
+        "it, and later uploads to that Glance stream Glance's.",
     ),
     cfg.StrOpt(
         "conversion_dir",

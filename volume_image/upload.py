@@ -193,6 +193,7 @@ class MeteredBody:
     if the source ends early.
 
     ``len()`` is the declared size, so requests sends ``Content-Length``.
+    It computes one digest (``hash_algo``), or none.
 
     Reading and hashing run in a native thread (:mod:`volume_image.offload`)
     one chunk ahead of the send: the next chunk is read and hashed while
@@ -207,7 +208,7 @@ class MeteredBody:
         size: int,
         *,
         chunk_size: int,
-        hash_algo: str,
+        hash_algo: str | None,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         chunk_filter: Callable[[bytes], bytes] | None = None,
@@ -215,8 +216,8 @@ class MeteredBody:
         self._f = fileobj
         self.size = size
         self._chunk = chunk_size
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.hash = hashlib.new(hash_algo)
+        #: the one digest computed while streaming, or None (no hashing)
+        self.hash = None if hash_algo is None else _new_hash(hash_algo)
         self.sent = 0
         self._progress = progress
         self._cancel = cancel
@@ -242,8 +243,8 @@ class MeteredBody:
             if not n:
                 break
             got += n
-        self.md5.update(view[:got])
-        self.hash.update(view[:got])
+        if self.hash is not None:
+            self.hash.update(view[:got])
         return got
 
     def _read_into(self, view: memoryview) -> int:
@@ -300,6 +301,29 @@ class MeteredBody:
                 if not ahead:
                     return
 
+
+def _new_hash(algo: str) -> Any:
+    if algo == "md5":
+        return hashlib.md5(usedforsecurity=False)
+    return hashlib.new(algo)
+
+
+def _digest(src: Source, algo: str, chunk_size: int) -> str:
+    """Read the whole source again and return its ``algo`` hex digest
+    (runs in a native thread: see :func:`offload.run`).
+    """
+    digest = _new_hash(algo)
+    with src.open() as f:
+        left = src.size
+        while left and (data := f.read(min(chunk_size, left))):
+            digest.update(data)
+            left -= len(data)
+    return str(digest.hexdigest())
+
+
+#: Glance endpoint -> the digest its images carry, learnt from an upload
+#: whose algorithm differed, so the next upload hashes the right one once
+_GLANCE_ALGO: dict[str, str] = {}
 
 _SLOTS_LOCK = threading.Lock()
 _SLOTS: dict[int, threading.BoundedSemaphore] = {}
@@ -549,11 +573,10 @@ class Uploader:
                 src, image_id, header_store, base_image_ref, progress, cancel
             )
             verified = False
-            checksum = body.md5.hexdigest()
-            hash_value = body.hash.hexdigest()
+            record: dict[str, Any] = {}
             landed = target.id if target else None
             if self.settings.verify_upload:
-                landed = self._verify(image_id, body, target)
+                landed, record = self._verify(image_id, body, target, src)
                 verified = True
         except BaseException as exc:
             if isinstance(exc, errors.UnknownStore):
@@ -573,9 +596,9 @@ class Uploader:
             image_id=image_id,
             store=landed,
             size=src.size,
-            checksum=checksum,
-            os_hash_algo=self.settings.hash_algo,
-            os_hash_value=hash_value,
+            checksum=record.get("checksum") or "",
+            os_hash_algo=record.get("os_hash_algo") or "",
+            os_hash_value=record.get("os_hash_value") or "",
             seconds=seconds,
             attempts=attempts,
             verified=verified,
@@ -605,7 +628,7 @@ class Uploader:
                     f,
                     src.size,
                     chunk_size=settings.chunk_size,
-                    hash_algo=settings.hash_algo,
+                    hash_algo=self._stream_algo(),
                     progress=progress,
                     cancel=cancel,
                     chunk_filter=self.chunk_filter,
@@ -679,16 +702,34 @@ class Uploader:
                 )
             _pause(0.2, cancel)
 
+    def _stream_algo(self) -> str | None:
+        """The one digest to compute while streaming: none without
+        verification; else the one this Glance was seen to use, or
+        ``[volume_image] hash_algo``.
+        """
+        if not self.settings.verify_upload:
+            return None
+        learnt = _GLANCE_ALGO.get(self.client.endpoint or "")
+        return learnt or self.settings.hash_algo
+
     def _verify(
         self,
         image_id: str,
         body: MeteredBody,
         target: stores.StoreInfo | None,
-    ) -> str | None:
+        src: Source,
+    ) -> tuple[str | None, dict[str, Any]]:
         """Compare what Glance reports with what we sent.
 
-        :returns: the store the image landed in.
-        :raises IntegrityError: any mismatch.
+        One digest is compared: Glance's ``os_hash_value`` when Glance
+        hashes with the algorithm we streamed, else (an older Glance, or
+        another ``hashing_algorithm``) we read the source once more for
+        Glance's algorithm, or for the md5 ``checksum`` when that is all
+        Glance reports, and remember the algorithm for the next upload.
+        Nothing is left unverified silently.
+
+        :returns: the store the image landed in, and Glance's image record.
+        :raises IntegrityError: any mismatch, or nothing to compare.
         """
         image = self._image(image_id)
         problems = []
@@ -698,23 +739,9 @@ class Uploader:
             problems.append(
                 f"size is {image.get('size')}, we sent {body.sent}"
             )
-        if image.get("checksum") != body.md5.hexdigest():
-            problems.append(
-                f"checksum is {image.get('checksum')}, we sent "
-                f"{body.md5.hexdigest()}"
-            )
-        algo = image.get("os_hash_algo")
-        if algo == self.settings.hash_algo:
-            if image.get("os_hash_value") != body.hash.hexdigest():
-                problems.append(f"os_hash_value ({algo}) differs")
-        else:
-            LOG.warning(
-                "image %s: Glance hashes with %s, we with %s; only size and "
-                "checksum were compared",
-                image_id,
-                algo,
-                self.settings.hash_algo,
-            )
+        problem = self._compare_digest(image_id, image, body, src)
+        if problem:
+            problems.append(problem)
         landed = [s for s in (image.get("stores") or "").split(",") if s]
         if target is not None and target.id not in landed:
             problems.append(
@@ -728,7 +755,56 @@ class Uploader:
                 + ". It has been deleted.",
                 image_id=image_id,
             )
-        return target.id if target else (landed[0] if landed else None)
+        where = target.id if target else (landed[0] if landed else None)
+        return where, image
+
+    def _compare_digest(
+        self,
+        image_id: str,
+        image: dict[str, Any],
+        body: MeteredBody,
+        src: Source,
+    ) -> str | None:
+        """The digest mismatch, or None when the digests agree."""
+        glance_algo = image.get("os_hash_algo")
+        if glance_algo and image.get("os_hash_value"):
+            algo, field, theirs = (
+                str(glance_algo),
+                "os_hash_value",
+                image["os_hash_value"],
+            )
+        elif image.get("checksum"):
+            algo, field, theirs = "md5", "checksum", image["checksum"]
+        else:
+            return "Glance reports neither os_hash_value nor checksum"
+        assert body.hash is not None
+        if body.hash.name == algo:
+            ours = body.hash.hexdigest()
+        else:
+            # rare: learnt once per Glance, then streamed right
+            LOG.warning(
+                "image %s: Glance reports %s, we streamed %s; reading the "
+                "source again to compare %s",
+                image_id,
+                algo,
+                body.hash.name,
+                field,
+            )
+            _GLANCE_ALGO[self.client.endpoint or ""] = algo
+            if not src.retriable:
+                return (
+                    f"Glance reports {algo}, and the source cannot be read "
+                    "again to compute it"
+                )
+            try:
+                ours = offload.run(
+                    _digest, src, algo, self.settings.chunk_size
+                )
+            except ValueError:
+                return f"{algo} ({field}) is not a digest we can compute"
+        if ours != theirs:
+            return f"{field} ({algo}) is {theirs}, we sent {ours}"
+        return None
 
     def _name_valid_stores(self, exc: errors.UnknownStore) -> None:
         """The cached catalog was stale: say which stores are valid now."""

@@ -189,7 +189,7 @@ def test_checksum_verification_catches_corruption(
     up.chunk_filter = lambda b: bytes([b[0] ^ 1]) + b[1:]
     with pytest.raises(errors.IntegrityError) as info:
         up.upload(volume, upload.ImageMeta("corrupt"), store_id="cheap")
-    assert "checksum" in str(info.value)
+    assert "os_hash_value (sha512)" in str(info.value)
     image_id = info.value.image_id
     assert image_id and not [
         i for i in images(glance_server) if i["id"] == image_id

@@ -6,6 +6,7 @@ import hashlib
 import io
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -279,7 +280,6 @@ def test_body_reads_and_hashes_off_the_sending_thread() -> None:
     sent = b"".join(bytes(chunk) for chunk in body)
     assert sent == data
     assert body.hash.hexdigest() == hashlib.sha512(data).hexdigest()
-    assert body.md5.hexdigest() == hashlib.md5(data).hexdigest()  # noqa: S324
     assert readers and threading.get_ident() not in readers
 
 
@@ -314,3 +314,63 @@ def test_base_image_ref_is_sent(
     make(client).upload(vol, upload.ImageMeta("x"))
     put = [r for r in glance_mock.request_history if r.method == "PUT"][-1]
     assert "x-openstack-base-image-ref" not in put.headers
+
+
+@pytest.fixture(autouse=True)
+def _forget_learnt_algorithms() -> Iterator[None]:
+    yield
+    upload._GLANCE_ALGO.clear()
+
+
+def test_one_digest_streamed_and_none_without_verification(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+) -> None:
+    glance_mock.put(IMG + "/file", text=Recorder(204, 204))
+    glance_mock.get(IMG, json=active(store="fast"))
+    with mock.patch.object(upload, "_new_hash", wraps=upload._new_hash) as h:
+        result = make(client).upload(vol, upload.ImageMeta("x"))
+    assert [c.args for c in h.call_args_list] == [("sha512",)]
+    assert result.verified
+    assert result.os_hash_value == hashlib.sha512(DATA).hexdigest()
+    assert result.checksum == active()["checksum"]
+    with mock.patch.object(upload, "_new_hash") as h:
+        result = make(client, verify_upload=False).upload(
+            vol, upload.ImageMeta("x")
+        )
+    h.assert_not_called()
+    assert not result.verified and result.os_hash_value == ""
+
+
+@pytest.mark.parametrize("glance_algo", ["sha256", None])
+def test_another_glance_algorithm_is_verified_and_learnt(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    glance_algo: str | None,
+) -> None:
+    record = active(store="fast")
+    if glance_algo is None:  # an image with only the md5 checksum
+        record.pop("os_hash_algo")
+        record.pop("os_hash_value")
+    else:
+        record["os_hash_algo"] = glance_algo
+        record["os_hash_value"] = hashlib.new(glance_algo, DATA).hexdigest()
+    glance_mock.put(IMG + "/file", text=Recorder(204, 204, 204))
+    glance_mock.get(IMG, json=record)
+    with mock.patch.object(upload, "_new_hash", wraps=upload._new_hash) as h:
+        assert make(client).upload(vol, upload.ImageMeta("x")).verified
+        # the second pass over the source used Glance's algorithm
+        learnt = glance_algo or "md5"
+        assert [c.args for c in h.call_args_list] == [("sha512",), (learnt,)]
+        h.reset_mock()
+        # learnt: the next upload streams Glance's algorithm at once
+        assert make(client).upload(vol, upload.ImageMeta("x")).verified
+        assert [c.args for c in h.call_args_list] == [(learnt,)]
+    # and a mismatch in that digest is still caught
+    field = "checksum" if glance_algo is None else "os_hash_value"
+    record[field] = "0" * len(str(record[field]))
+    glance_mock.get(IMG, json=record)
+    with pytest.raises(errors.IntegrityError, match=field):
+        make(client).upload(vol, upload.ImageMeta("x"))
