@@ -77,12 +77,15 @@ def glance_keystone(
     found through the service catalog (type image, RegionOne).
 
     authtoken's token cache is off, so a revoked token is refused at once.
+    Debug logging is on: each line of a request names its user.
     """
     server = launcher.GlanceServer(
         tmp_path_factory.mktemp("glance-keystone"),
         processes=1,
         keystone=keystone,
         token_cache_time=-1,
+        # each log line names the request's user and project
+        debug=True,
     )
     _start(server)
     keystone.register_service("image", "glance", server.url)

@@ -45,17 +45,20 @@ class CinderRest:
         *,
         microversion: str = "3.3",
         timeout: float = 60.0,
+        token: str | None = None,
     ) -> None:
         self.root = f"{url.rstrip('/')}/v3/{project_id}"
         self.project_id = project_id
+        #: a Keystone token; None: noauth's "admin:<project>"
+        self.token = token
         self.microversion = microversion
         self.timeout = timeout
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers of an admin request (noauth)."""
+        """Headers of a request: the token, or noauth's admin."""
         return {
-            "X-Auth-Token": f"admin:{self.project_id}",
+            "X-Auth-Token": self.token or f"admin:{self.project_id}",
             "OpenStack-API-Version": f"volume {self.microversion}",
         }
 

@@ -435,8 +435,11 @@ class GlanceServer(Server):
         without: Sequence[str] = (),
         keystone: KeystoneServer | None = None,
         token_cache_time: int = 300,
+        debug: bool = False,
     ) -> None:
         super().__init__(base, port)
+        #: debug logging (each request's user and project on its lines)
+        self.debug = debug
         self.multistore = multistore
         self.processes = processes
         #: with a Keystone, Glance runs upstream's "keystone" flavor
@@ -470,6 +473,7 @@ class GlanceServer(Server):
             "ETC": str(self.etc),
             "PORT": str(self.port),
             "PROCESSES": str(self.processes),
+            "DEBUG": "true" if self.debug else "false",
             "BACKENDS": (
                 "enabled_backends = "
                 + ", ".join(
@@ -1150,6 +1154,7 @@ class CinderStack(CinderServer):
         backend_options: dict[str, dict[str, str]] | None = None,
         sections: dict[str, dict[str, str]] | None = None,
         probe: bool = True,
+        keystone: KeystoneServer | None = None,
     ) -> None:
         super().__init__(
             base,
@@ -1157,6 +1162,7 @@ class CinderStack(CinderServer):
             port,
             with_filter=with_filter,
             filter_options=filter_options,
+            keystone=keystone,
         )
         # cinder-api's own log (uWSGI's request lines and oslo.log's)
         self.log_path = self.base / "log" / "cinder-api.log"
@@ -1192,10 +1198,22 @@ class CinderStack(CinderServer):
         """
         return self.base / "log" / f"{service}.log"
 
-    def rest(self, microversion: str = "3.3") -> cinderapi.CinderRest:
-        """A REST client of this stack's API (admin, noauth)."""
+    def rest(
+        self, microversion: str = "3.3", user: str = "admin"
+    ) -> cinderapi.CinderRest:
+        """A REST client of this stack's API: admin with noauth, or
+        ``user`` with a Keystone token in his project.
+        """
+        if self.keystone is None:
+            return cinderapi.CinderRest(
+                self.url, PROJECT_ID, microversion=microversion
+            )
+        project = self.keystone.USERS[user][1]
         return cinderapi.CinderRest(
-            self.url, PROJECT_ID, microversion=microversion
+            self.url,
+            self.keystone.project_ids[project],
+            microversion=microversion,
+            token=str(self.keystone.session(user).get_token()),
         )
 
     def config_sections(self) -> dict[str, dict[str, str]]:
@@ -1210,7 +1228,7 @@ class CinderStack(CinderServer):
         default = {
             # the API: no Keystone; cinder-volume overrides this, see
             # cinder-volume.conf
-            "auth_strategy": "noauth",
+            "auth_strategy": "noauth" if self.keystone is None else "keystone",
             "transport_url": self.transport_url,
             # cinder 29 has no [glance] api_servers; this is the option
             "glance_api_servers": self.glance_url,
@@ -1255,6 +1273,12 @@ class CinderStack(CinderServer):
             "privsep_osbrick": {"helper_command": helper},
             "cinder_sys_admin": {"helper_command": helper},
         }
+        if self.keystone is not None:
+            # the API validates tokens; cinder-volume only forwards them
+            lines = self.keystone.authtoken_section("cinder", 300)
+            sections["keystone_authtoken"] = dict(
+                line.split(" = ", 1) for line in lines.splitlines()[1:]
+            )
         drivers = {"upstream": FILE_DRIVER, "ours": self.ours_driver}
         for backend in self.BACKENDS:
             options = {"volume_driver": drivers[backend]}
