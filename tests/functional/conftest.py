@@ -127,6 +127,8 @@ def cinder_stack(
         ours_driver="volume_image.cinder.driver.StoreAwareDriver",
         ours_wrapped_driver=launcher.FILE_DRIVER,
         with_filter=False,
+        # test_cinder_volume_real's CAP
+        sections={"volume_image": {"max_concurrent_uploads": "2"}},
     )
     _start(server)
     yield server

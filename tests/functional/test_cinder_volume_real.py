@@ -34,6 +34,8 @@ from . import cinder_volume_cases as cases
 pytestmark = pytest.mark.functional
 
 MIB = 1 << 20
+#: [volume_image] max_concurrent_uploads of the stack (conftest)
+CAP = 2
 KEY = "image_service:store_id"
 PATTERN = hashlib.sha256(b"volume_image").digest() * (MIB // 32)
 DOC_TABLE = (
@@ -345,9 +347,13 @@ def test_unsafe_sources_are_refused(
     _RESULTS[case] = (outcomes[0], outcomes[1])
 
 
-def test_two_uploads_side_by_side(stack: Stack) -> None:
-    volumes = [stack.volume("ours", {KEY: "cheap"}, 128) for _ in range(2)]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+def test_uploads_side_by_side_within_the_cap(stack: Stack) -> None:
+    """Three uploads at once in one cinder-volume whose
+    ``[volume_image] max_concurrent_uploads`` is 2: two stream side by
+    side, the third waits for a slot.
+    """
+    volumes = [stack.volume("ours", {KEY: "cheap"}, 192) for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
         image_ids = list(pool.map(stack.upload, volumes))
         after = list(pool.map(stack.finish, volumes))
     for volume, image_id, state in zip(volumes, image_ids, after, strict=True):
@@ -356,11 +362,21 @@ def test_two_uploads_side_by_side(stack: Stack) -> None:
         assert image is not None and image["status"] == "active"
         assert image["stores"] == "cheap"
         assert image["checksum"] == volume.md5
-    # they overlapped: the second started before the first finished
-    log = stack.stack.service_log("cinder-volume").read_text()
-    starts = [log.index(f"to image {i}") for i in image_ids]
-    ends = [log.index(f"uploaded to image {i}") for i in image_ids]
-    assert max(starts) < min(ends)
+    # the pipeline logs when a slot is taken and when it is given back
+    log = stack.stack.service_log("cinder-volume").read_text().splitlines()
+    events = []
+    for number, line in enumerate(log):
+        for image_id in image_ids:
+            if f"bytes to image {image_id}," in line:
+                events.append((number, +1))
+            elif f"image {image_id}: " in line and " bytes in store " in line:
+                events.append((number, -1))
+    assert len(events) == 6, events
+    running = peak = 0
+    for _, step in sorted(events):
+        running += step
+        peak = max(peak, running)
+    assert peak == CAP
 
 
 def test_store_removed_from_glance(stack: Stack) -> None:
