@@ -48,6 +48,7 @@ __all__ = [
     "EXIT_GLANCE",
     "EXIT_OK",
     "EXIT_SPEC",
+    "EXIT_UNVERIFIED",
     "EXIT_UPLOAD",
     "EXIT_USAGE",
     "build_parser",
@@ -59,6 +60,8 @@ EXIT_USAGE = 2
 EXIT_SPEC = 3
 EXIT_GLANCE = 4
 EXIT_UPLOAD = 5
+#: uploaded, but Glance could not be asked to verify it: kept unverified
+EXIT_UNVERIFIED = 6
 
 PROG = "volume-image"
 
@@ -612,9 +615,14 @@ def cmd_upload(ctx: Context) -> int:
     if "error" in outcome:
         raise outcome["error"]
     result: upload.UploadResult = outcome["result"]
+    done = EXIT_OK if result.unverified_reason is None else EXIT_UNVERIFIED
+    if result.unverified_reason is not None:
+        print(
+            f"volume-image: warning: {result.unverified_reason}", file=ctx.err
+        )
     if args.format == "json":
         ctx.print_json({**result.as_dict(), "throughput": result.throughput})
-        return EXIT_OK
+        return done
     rows = [
         [k, f"{v:.2f}" if isinstance(v, float) else str(v)]
         for k, v in result.as_dict().items()
@@ -625,7 +633,7 @@ def cmd_upload(ctx: Context) -> int:
         f"{result.store or '(default)'} in {result.seconds:.2f}s "
         f"({result.throughput / 1e6:.1f} MB/s)"
     )
-    return EXIT_OK
+    return done
 
 
 def _load_conf(files: list[str]) -> cfg.ConfigOpts:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import stat
 import threading
 import time
@@ -39,6 +40,7 @@ from volume_image import (
 from volume_image.validation import StoreCatalogCache, Validator
 
 __all__ = [
+    "TAGS",
     "ImageMeta",
     "Source",
     "UploadResult",
@@ -97,6 +99,12 @@ class UploadResult:
     seconds: float
     attempts: int
     verified: bool
+    #: images created for this upload: more than 1 when Glance left one
+    #: stuck (its node died) and we replaced it with a new one
+    images: int = 1
+    #: why the image was kept without verification (Glance could not be
+    #: asked afterwards), or None
+    unverified_reason: str | None = None
 
     @property
     def throughput(self) -> float:
@@ -106,6 +114,17 @@ class UploadResult:
     def as_dict(self) -> dict[str, Any]:
         """The result as a JSON-ready dict."""
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Target:
+    """The image an upload is filling; it changes when a stuck image of
+    ours is replaced.
+    """
+
+    image_id: str
+    created: bool
+    images: int = 1
 
 
 class Source:
@@ -319,6 +338,18 @@ def _digest(src: Source, algo: str, chunk_size: int) -> str:
             digest.update(data)
             left -= len(data)
     return str(digest.hexdigest())
+
+
+#: image properties that mark an image as made by volume_image, so that
+#: ``volume-image sweep`` can find the ones a dead process left behind
+TAGS = ("volume_image_host", "volume_image_pid")
+
+
+def _tags() -> dict[str, str]:
+    return {
+        "volume_image_host": socket.gethostname(),
+        "volume_image_pid": str(os.getpid()),
+    }
 
 
 #: Glance endpoint -> the digest its images carry, learnt from an upload
@@ -558,42 +589,52 @@ class Uploader:
         cancel: threading.Event | None,
         t0: float,
     ) -> UploadResult:
-        created = image_id is None
         if image_id is None:
-            image_id = self.client.create_image(meta.body())["id"]
-        assert image_id is not None
+            into = _Target(self._create(meta), created=True)
+        else:
+            into = _Target(image_id, created=False)
         LOG.info(
             "uploading %d bytes to image %s, store %s",
             src.size,
-            image_id,
+            into.image_id,
             header_store or "(default)",
         )
+        unverified = None
         try:
             body, attempts = self._send(
-                src, image_id, header_store, base_image_ref, progress, cancel
+                src, into, meta, header_store, base_image_ref, progress, cancel
             )
-            verified = False
             record: dict[str, Any] = {}
             landed = target.id if target else None
             if self.settings.verify_upload:
-                landed, record = self._verify(image_id, body, target, src)
-                verified = True
+                try:
+                    landed, record = self._verify(
+                        into.image_id, body, target, src
+                    )
+                except errors.GlanceUnavailable as exc:
+                    # the data is in and Glance took it: an image is
+                    # deleted only when it is known to be bad
+                    unverified = (
+                        f"Glance could not be asked to verify image "
+                        f"{into.image_id} ({exc}); it was kept unverified"
+                    )
+                    LOG.warning("%s", unverified)
         except BaseException as exc:
             if isinstance(exc, errors.UnknownStore):
-                self._name_valid_stores(exc)
-            self._cleanup(image_id, created, exc)
+                self._name_valid_stores(exc, header_store)
+            self._cleanup(into.image_id, into.created, exc)
             raise
         seconds = time.monotonic() - t0
         LOG.info(
             "image %s: %d bytes in store %s in %.1fs (%d attempt(s))",
-            image_id,
+            into.image_id,
             src.size,
             landed,
             seconds,
             attempts,
         )
         return UploadResult(
-            image_id=image_id,
+            image_id=into.image_id,
             store=landed,
             size=src.size,
             checksum=record.get("checksum") or "",
@@ -601,13 +642,21 @@ class Uploader:
             os_hash_value=record.get("os_hash_value") or "",
             seconds=seconds,
             attempts=attempts,
-            verified=verified,
+            verified=self.settings.verify_upload and unverified is None,
+            images=into.images,
+            unverified_reason=unverified,
         )
+
+    def _create(self, meta: ImageMeta) -> str:
+        """Create a ``queued`` image, tagged as ours (see :data:`TAGS`)."""
+        body = {**meta.body(), **_tags()}
+        return str(self.client.create_image(body)["id"])
 
     def _send(
         self,
         src: Source,
-        image_id: str,
+        into: _Target,
+        meta: ImageMeta,
         header_store: str | None,
         base_image_ref: str | None,
         progress: ProgressCallback | None,
@@ -633,6 +682,7 @@ class Uploader:
                     cancel=cancel,
                     chunk_filter=self.chunk_filter,
                 )
+                image_id = into.image_id
                 try:
                     self.client.upload_image_data(
                         image_id,
@@ -662,7 +712,10 @@ class Uploader:
                     self.client.invalidate()
                 except errors.VolumeImageError as exc:
                     if (
-                        not _is_retriable(exc)
+                        not (
+                            _is_retriable(exc)
+                            or self._nodes_disagree(exc, header_store)
+                        )
                         or retries >= settings.upload_retries
                         or not src.retriable
                     ):
@@ -672,9 +725,10 @@ class Uploader:
                         _RETRY_DELAY_CAP,
                     )
                     retries += 1
+                    # no promise yet: the image must be usable first
                     LOG.warning(
                         "image %s: attempt %d failed after %d bytes (%s); "
-                        "retrying in %.1fs from byte 0",
+                        "checking the image in %.1fs",
                         image_id,
                         attempt,
                         body.sent,
@@ -682,7 +736,73 @@ class Uploader:
                         delay,
                     )
                     _pause(delay, cancel)
-            self._wait_until_queued(image_id, cancel)
+            self._ready_for_retry(into, meta, cancel)
+            LOG.warning(
+                "image %s: attempt %d of %d, from byte 0",
+                into.image_id,
+                attempt + 1,
+                settings.upload_retries + 1,
+            )
+
+    def _ready_for_retry(
+        self,
+        into: _Target,
+        meta: ImageMeta,
+        cancel: threading.Event | None,
+    ) -> None:
+        """Have an image that can take data again: the same one once
+        Glance has put it back to ``queued``; or, when it stays stuck and
+        it is ours (its Glance node died mid-upload), a new one in its
+        place.  A caller's stuck image is the caller's to delete.
+
+        :raises ImageStateConflict: a caller's image stays stuck.
+        """
+        try:
+            self._wait_until_queued(into.image_id, cancel)
+            return
+        except errors.ImageStateConflict:
+            if not into.created:
+                raise
+        stuck = into.image_id
+        into.image_id = self._create(meta)
+        into.images += 1
+        LOG.warning(
+            "image %s stayed stuck after a failed upload (its Glance node "
+            "died?); uploading into new image %s instead",
+            stuck,
+            into.image_id,
+        )
+        try:
+            _idempotent(self.client.delete_image, stuck)
+        except errors.VolumeImageError as exc:
+            LOG.error(
+                "stuck image %s could not be deleted (%s): delete it, or "
+                "run 'volume-image sweep'",
+                stuck,
+                exc,
+            )
+
+    def _nodes_disagree(
+        self, exc: errors.VolumeImageError, store_id: str | None
+    ) -> bool:
+        """Whether Glance refused the store of an upload that another
+        Glance node lists (nodes mid-way through a config change): worth
+        another attempt, which may reach a node that has it.
+        """
+        if not isinstance(exc, errors.UnknownStore) or store_id is None:
+            return False
+        try:
+            fresh = self.cache.get(refresh=True)
+        except errors.GlanceError:
+            return False
+        listed = fresh.get(store_id) is not None
+        if listed:
+            LOG.warning(
+                "Glance refused store %r, but GET /v2/info/stores lists "
+                "it: the Glance nodes disagree about their stores",
+                store_id,
+            )
+        return listed
 
     def _wait_until_queued(
         self, image_id: str, cancel: threading.Event | None
@@ -806,11 +926,22 @@ class Uploader:
             return f"{field} ({algo}) is {theirs}, we sent {ours}"
         return None
 
-    def _name_valid_stores(self, exc: errors.UnknownStore) -> None:
-        """The cached catalog was stale: say which stores are valid now."""
+    def _name_valid_stores(
+        self, exc: errors.UnknownStore, store_id: str | None
+    ) -> None:
+        """Glance refused the store: say which stores are valid now, or
+        that the Glance nodes disagree when another one lists it.
+        """
         try:
             catalog = self.cache.get(refresh=True)
         except errors.GlanceError:
+            return
+        if store_id is not None and catalog.get(store_id) is not None:
+            exc.hints.append(
+                "The Glance nodes disagree: another node lists store "
+                f"{store_id!r}. Check that every Glance node has the same "
+                "enabled_backends; the volume type may well be right"
+            )
             return
         exc.hints.append(
             "Writable stores now: "

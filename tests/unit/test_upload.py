@@ -374,3 +374,120 @@ def test_another_glance_algorithm_is_verified_and_learnt(
     glance_mock.get(IMG, json=record)
     with pytest.raises(errors.IntegrityError, match=field):
         make(client).upload(vol, upload.ImageMeta("x"))
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real waiting between tries."""
+    monkeypatch.setattr(upload, "_QUEUED_WAIT", 0.2)
+    monkeypatch.setattr(upload, "_IDEMPOTENT_DELAYS", (0, 0, None))
+    monkeypatch.setattr(upload, "_pause", lambda *a: None)
+
+
+def test_our_stuck_image_is_replaced_by_a_new_one(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    created = iter([{"id": "i1"}, {"id": "i2"}])
+    glance_mock.post(
+        URL + "/v2/images", status_code=201, json=lambda r, c: next(created)
+    )
+    glance_mock.put(IMG + "/file", text=Recorder(503))
+    # its node died: i1 stays 'saving'
+    glance_mock.get(IMG, json={"status": "saving"})
+    glance_mock.put(URL + "/v2/images/i2/file", text=Recorder(204))
+    good = active(store="fast")
+    glance_mock.get(URL + "/v2/images/i2", json={**good, "id": "i2"})
+    glance_mock.delete(URL + "/v2/images/i2", status_code=204)
+    result = make(client).upload(vol, upload.ImageMeta("x"))
+    assert (result.image_id, result.images, result.attempts) == ("i2", 2, 2)
+    assert result.verified
+    deleted = [
+        r.url for r in glance_mock.request_history if r.method == "DELETE"
+    ]
+    assert deleted == [IMG]
+    posts = [
+        r.json() for r in glance_mock.request_history if r.method == "POST"
+    ]
+    assert all(p["volume_image_host"] and p["volume_image_pid"] for p in posts)
+    assert "uploading into new image i2" in caplog.text
+
+
+def test_a_callers_stuck_image_fails_without_promising_a_retry(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    glance_mock.put(IMG + "/file", text=Recorder(503))
+    glance_mock.get(
+        IMG, [{"json": {"status": "queued"}}, {"json": {"status": "saving"}}]
+    )
+    with pytest.raises(errors.ImageStateConflict, match=r"'saving'"):
+        make(client).upload(vol, image_id="i1")
+    assert "attempt 2" not in caplog.text
+    assert not [r for r in glance_mock.request_history if r.method == "POST"]
+
+
+def test_unverifiable_upload_is_kept(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+) -> None:
+    glance_mock.put(IMG + "/file", text=Recorder(204))
+    glance_mock.get(IMG, status_code=503, text="busy")
+    result = make(client).upload(vol, upload.ImageMeta("x"))
+    assert not result.verified
+    assert result.unverified_reason and "kept unverified" in (
+        result.unverified_reason
+    )
+    assert "DELETE" not in [r.method for r in glance_mock.request_history]
+
+
+def test_a_store_another_node_lists_is_tried_again(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+) -> None:
+    answers = Recorder(400, 204)
+
+    def put(request, context):  # type: ignore[no-untyped-def]
+        text = answers(request, context)
+        if context.status_code == 400:
+            return '{"message": "Store for identifier cheap not found"}'
+        return text
+
+    glance_mock.put(IMG + "/file", text=put)
+    glance_mock.get(IMG, [{"json": {"status": "queued"}}, {"json": active()}])
+    result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert result.verified and result.attempts == 2
+
+
+def test_a_store_no_node_lists_is_refused_with_the_valid_ones(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+) -> None:
+    up = make(client)
+    up.cache.get()  # cheap was there when the type was set
+    glance_mock.get(
+        URL + "/v2/info/stores/detail",
+        json={"stores": [{"id": "fast", "default": "true"}]},
+    )
+    glance_mock.put(
+        IMG + "/file",
+        status_code=400,
+        json={"message": "Store for identifier cheap not found"},
+    )
+    glance_mock.get(IMG, json={"status": "queued"})
+    with pytest.raises(errors.UnknownStore) as info:
+        up.upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert "Writable stores now: fast" in str(info.value)
+    assert "disagree" not in str(info.value)

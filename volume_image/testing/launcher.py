@@ -71,6 +71,9 @@ VENVS: dict[str, list[str]] = {
         "python-glanceclient==4.13.0",
         "keystone==30.0.0",
         "uwsgi==2.0.31",
+        # Glance's MySQL driver, for the production-shaped Glance on
+        # MariaDB (GlanceServer(database_url=...)); pure Python
+        "PyMySQL==1.2.4",
     ],
     "cinder": [
         "cinder==29.0.0",
@@ -214,6 +217,85 @@ def ensure_rabbitmq() -> Path:
             f"rabbitmq-server installed but {RABBITMQ_SERVER} not found"
         )
     return RABBITMQ_SERVER
+
+
+def _sbin_which(name: str) -> str | None:
+    """``shutil.which`` that also looks in the sbin directories, where
+    Debian puts daemons (a non-login root shell may not have them).
+    """
+    path = os.pathsep.join(
+        [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]
+    )
+    return shutil.which(name, path=path)
+
+
+def _apt_install(package: str) -> None:
+    """Install Debian's ``package`` with apt-get (root only).
+
+    :raises RuntimeError: we are not root or have no apt-get.
+    """
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError(f"install the {package} package (we are not root)")
+    _say(f"installing {package} (apt-get)")
+    t0 = time.monotonic()
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # another apt may hold the dpkg lock: wait for it instead of failing
+    subprocess.run(
+        ["apt-get", "-o", "DPkg::Lock::Timeout=900", "update", "-qq"],
+        check=True,
+        env=env,
+    )
+    subprocess.run(
+        [
+            "apt-get",
+            "-o",
+            "DPkg::Lock::Timeout=900",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            package,
+        ],
+        check=True,
+        env=env,
+    )
+    _say(f"{package} installed in {time.monotonic() - t0:.0f}s")
+
+
+def ensure_mariadb() -> str:
+    """Return the path of ``mariadbd``, installing Debian's mariadb-server
+    when it is missing and we are root.
+
+    The package's postinst does not start the system instance here (no
+    systemd, ``policy-rc.d``), and :class:`MariaDBServer` would not use
+    it anyway: it runs its own ``mariadbd --no-defaults``.
+    """
+    found = _sbin_which("mariadbd") or _sbin_which("mysqld")
+    if found and _sbin_which("mariadb-install-db"):
+        return found
+    _apt_install("mariadb-server")
+    found = _sbin_which("mariadbd") or _sbin_which("mysqld")
+    if not found or not _sbin_which("mariadb-install-db"):
+        raise RuntimeError(
+            "mariadb-server installed but mariadbd or mariadb-install-db "
+            "not found"
+        )
+    return found
+
+
+def ensure_haproxy() -> str:
+    """Return the path of ``haproxy``, installing Debian's haproxy when it
+    is missing and we are root (no system instance is started: no
+    systemd; :class:`HAProxyServer` runs its own).
+    """
+    found = _sbin_which("haproxy")
+    if found:
+        return found
+    _apt_install("haproxy")
+    found = _sbin_which("haproxy")
+    if not found:
+        raise RuntimeError("haproxy installed but not found")
+    return found
 
 
 def free_port() -> int:
@@ -419,6 +501,21 @@ class GlanceServer(Server):
     """Glance 33 with stores ``fast`` (file, default), ``cheap`` (file) and
     ``web`` (http, read-only), or, with ``multistore=False``, one file
     store and no ``enabled_backends``.
+
+    By default everything is under ``base``, the database is sqlite and
+    each start runs ``glance-manage db_sync``.  A production-shaped node
+    (see :class:`GlanceCluster`) gets instead:
+
+    :param database_url: a SQLAlchemy URL of a server database, e.g.
+        :meth:`MariaDBServer.create_database`'s; several workers can then
+        write at once, and several nodes can share it.
+    :param store_root: the directory holding the file stores' directories
+        (``fast``, ``cheap``, ``single``); give nodes the same one so an
+        image written by one is read by another.  Staging and tasks stay
+        per node, as in a real deployment.
+    :param db_sync: run ``db_sync`` at the first start.  With a
+        ``database_url`` it runs once per instance (a restart finds the
+        schema in place); a second node on a synced database passes False.
     """
 
     name = "glance-api"
@@ -436,10 +533,19 @@ class GlanceServer(Server):
         keystone: KeystoneServer | None = None,
         token_cache_time: int = 300,
         debug: bool = False,
+        database_url: str | None = None,
+        store_root: Path | None = None,
+        db_sync: bool = True,
     ) -> None:
         super().__init__(base, port)
         #: debug logging (each request's user and project on its lines)
         self.debug = debug
+        #: None: sqlite in ``base`` (one writer at a time: one worker)
+        self.database_url = database_url
+        self.store_root = (
+            Path(store_root).resolve() if store_root else self.base / "stores"
+        )
+        self.db_sync = db_sync
         self.multistore = multistore
         self.processes = processes
         #: with a Keystone, Glance runs upstream's "keystone" flavor
@@ -457,16 +563,12 @@ class GlanceServer(Server):
 
     def store_dir(self, store: str) -> Path:
         """Where a file store keeps its images."""
-        return self.base / "stores" / store
+        return self.store_root / store
 
     def prepare(self) -> None:
-        for sub in (
-            "stores/fast",
-            "stores/cheap",
-            "stores/single",
-            "staging",
-            "tasks",
-        ):
+        for store in ("fast", "cheap", "single"):
+            self.store_dir(store).mkdir(parents=True, exist_ok=True)
+        for sub in ("staging", "tasks"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         values = {
             "BASE": str(self.base),
@@ -502,15 +604,50 @@ class GlanceServer(Server):
         )
         # inserted into glance-api.conf after @BASE@ is replaced there
         stores_text = (_TEMPLATES / stores_tpl).read_text()
+        # the file stores may live elsewhere (shared by nodes); staging
+        # and tasks stay under this node's base
+        stores_text = stores_text.replace(
+            "@BASE@/stores", str(self.store_root)
+        )
         values["STORES"] = stores_text.replace("@BASE@", str(self.base))
         _render("glance-api.conf", self.etc / "glance-api.conf", values)
+        if self.database_url is not None:
+            self._use_database(self.etc / "glance-api.conf")
         _render("glance-uwsgi.ini", self.ini, values)
         _render(
             "glance-api-paste.ini", self.etc / "glance-api-paste.ini", values
         )
         _render("policy.yaml", self.etc / "policy.yaml", values)
         _render("glance_devauth.py", self.etc / "glance_devauth.py", values)
-        self._manage_db("glance-manage", "glance-api.conf", "db_sync")
+        if self.db_sync:
+            self._manage_db("glance-manage", "glance-api.conf", "db_sync")
+            if self.database_url is not None:
+                # the schema is in the server database now: a restart of
+                # this node (a failover test) need not sync it again
+                self.db_sync = False
+
+    #: the template's sqlite line, replaced for a server database
+    _SQLITE_LINE = "connection = sqlite:///{base}/glance.sqlite\n"
+
+    def _use_database(self, conf: Path) -> None:
+        """Point the rendered ``conf`` at :attr:`database_url`, with a
+        fixed connection pool per worker.
+        """
+        text = conf.read_text()
+        line = self._SQLITE_LINE.format(base=self.base)
+        if line not in text:
+            raise RuntimeError(f"no {line.strip()!r} in {conf} to replace")
+        conf.write_text(
+            text.replace(
+                line,
+                f"connection = {self.database_url}\n"
+                # oslo.db's default overflow is 50 per worker; pinned so
+                # the connections of N nodes x M workers stay predictable
+                # (MariaDBServer allows 500)
+                "max_pool_size = 5\n"
+                "max_overflow = 10\n",
+            )
+        )
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(self.etc))
@@ -1716,6 +1853,8 @@ def _main(argv: list[str]) -> int:
             print(f"{name}: {ensure_venv(name)}")
         print(f"qemu-img: {ensure_qemu_img()}")
         print(f"rabbitmq-server: {ensure_rabbitmq()}")
+        print(f"mariadbd: {ensure_mariadb()}")
+        print(f"haproxy: {ensure_haproxy()}")
         return 0
     if argv[0] == "glance" and len(argv) == 2:
         return _serve(GlanceServer(Path(argv[1])))
