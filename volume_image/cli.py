@@ -16,9 +16,11 @@ multi-store), 5 failed upload.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -37,9 +39,11 @@ from volume_image import (
     blockstorage,
     clouds,
     config,
+    convert,
     errors,
     glance,
     specs,
+    sweep,
     upload,
     validation,
 )
@@ -169,6 +173,32 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     _add_format(p)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "sweep",
+        help="find (and delete) images that killed uploads left behind",
+        description="List the images this tool created (properties "
+        "volume_image_host and volume_image_pid) that are still queued, "
+        "saving or killed and were last updated longer ago than "
+        "--older-than; an upload whose process still runs on this host "
+        "is skipped. With --delete, delete them. Glance never cleans "
+        "these itself. Images Cinder's API created are never touched.",
+    )
+    p.add_argument(
+        "--older-than",
+        default="1h",
+        metavar="AGE",
+        help="minimum age: seconds, or a number with s, m, h or d "
+        "(default: 1h)",
+    )
+    p.add_argument(
+        "--host", help="only images made on HOST (default: any host)"
+    )
+    p.add_argument(
+        "--delete", action="store_true", help="delete what is found"
+    )
+    _add_format(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser(
         "upload",
@@ -498,6 +528,85 @@ def _fetch_types(ctx: Context) -> list[audit.VolumeType]:
         raise errors.BlockStorageError(
             f"GET /types answered an unexpected document: {exc}"
         ) from exc
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    unit = _UNITS.get(text[-1:].lower(), 0)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(
+            f"--older-than {text!r}: give seconds, or a number with s, m, "
+            "h or d"
+        )
+    return value
+
+
+def _still_running(leftover: sweep.Leftover) -> bool:
+    """Whether the upload that made it may still run (on this host)."""
+    if leftover.host != socket.gethostname() or not leftover.pid.isdigit():
+        return False
+    return convert.process_alive(int(leftover.pid))
+
+
+def cmd_sweep(ctx: Context) -> int:
+    """``sweep``: list, and with --delete remove, our stuck images."""
+    args = ctx.args
+    older = _seconds(args.older_than)
+    images: list[dict[str, Any]] = []
+    for status in sweep.STUCK_STATES:
+        images += ctx.client.list_images(status=status)
+    found = [
+        item
+        for item in sweep.select(
+            images,
+            older_than=older,
+            now=datetime.datetime.now(datetime.timezone.utc),
+            host=args.host,
+        )
+        if not _still_running(item)
+    ]
+    deleted: dict[str, str] = {}
+    if args.delete:
+        for item in found:
+            try:
+                ctx.client.delete_image(item.image_id)
+                deleted[item.image_id] = "deleted"
+            except errors.VolumeImageError as exc:
+                deleted[item.image_id] = f"not deleted: {exc.message}"
+    if args.format == "json":
+        ctx.print_json(
+            [
+                {**item.as_dict(), **({"result": deleted[item.image_id]}
+                                      if args.delete else {})}
+                for item in found
+            ]
+        )  # fmt: skip
+    elif found:
+        headers = ["id", "name", "status", "host", "pid", "age (s)"]
+        rows = [
+            [
+                i.image_id,
+                i.name,
+                i.status,
+                i.host,
+                i.pid,
+                f"{i.age_seconds:.0f}",
+            ]
+            + ([deleted[i.image_id]] if args.delete else [])
+            for i in found
+        ]
+        ctx.print(_table(rows, headers + (["result"] if args.delete else [])))
+    else:
+        ctx.print("no image left behind")
+    failed = [v for v in deleted.values() if v != "deleted"]
+    return EXIT_GLANCE if failed else EXIT_OK
 
 
 def cmd_audit(ctx: Context) -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "compress",
     "convert",
     "make_workdir",
+    "process_alive",
     "qemu_img_info",
     "sweep_stale_workdirs",
 ]
@@ -84,7 +85,8 @@ def make_workdir(parent: str) -> Path:
     )
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,7 +114,7 @@ def sweep_stale_workdirs(parent: str) -> list[Path]:
         match = _WORKDIR.match(entry.name)
         if not match or not entry.is_dir(follow_symlinks=False):
             continue
-        if _alive(int(match.group(1))):
+        if process_alive(int(match.group(1))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         LOG.info("removed %s, left by a process that is gone", entry.path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -34,6 +35,8 @@ __all__ = ["GlanceClient", "SizedBody", "from_response"]
 LOG = logging.getLogger(__name__)
 
 _MULTISTORE_OFF = "multi backend is not supported"
+# bounds a Glance that keeps answering with a "next" link
+_MAX_PAGES = 1000
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -294,6 +297,40 @@ class GlanceClient:
             )
         image: dict[str, Any] = resp.json()
         return image
+
+    def list_images(self, **filters: str) -> list[dict[str, Any]]:
+        """Every image matching ``filters`` (``GET /v2/images`` query
+        parameters, e.g. ``status="saving"``), all pages.
+
+        :raises GlanceError: Glance cannot be asked or answers nonsense.
+        """
+        path = "/v2/images?" + urllib.parse.urlencode(
+            {"limit": "200", **filters}
+        )
+        found: list[dict[str, Any]] = []
+        for _ in range(_MAX_PAGES):
+            resp = self._request("GET", path)
+            if resp.status_code != 200:
+                raise from_response(
+                    resp, "GET /v2/images", endpoint=self.endpoint
+                )
+            doc = resp.json()
+            if not isinstance(doc, dict) or not isinstance(
+                doc.get("images"), list
+            ):
+                raise errors.GlanceRequestError(
+                    "GET /v2/images answered without an images list",
+                    endpoint=self.endpoint,
+                )
+            found.extend(doc["images"])
+            nxt = doc.get("next")
+            if not nxt:
+                return found
+            path = str(nxt)
+        raise errors.GlanceRequestError(
+            f"GET /v2/images kept paging past {_MAX_PAGES} pages",
+            endpoint=self.endpoint,
+        )
 
     def get_image(self, image_id: str) -> dict[str, Any]:
         """Return one image.

@@ -2,11 +2,13 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from volume_image import errors, validation
 from volume_image.testing import launcher
@@ -290,3 +292,51 @@ def test_upload_cli_failures(
         "m",
     )
     assert r.returncode == 5 and "cannot read volume" in r.stderr
+
+
+def test_sweep_finds_and_deletes_only_our_leftovers(
+    glance_server: launcher.GlanceServer,
+) -> None:
+    """Images a killed upload left behind (tagged, dead process) are found
+    and, with --delete, removed; an untagged one is never touched.
+    """
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def create(props: dict[str, str]) -> str:
+        body = {"name": "left", "disk_format": "raw",
+                "container_format": "bare", **props}  # fmt: skip
+        resp = requests.post(f"{glance_server.url}/v2/images", json=body,
+                             timeout=30)  # fmt: skip
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["id"])
+
+    ours = create({"volume_image_host": socket.gethostname(),
+                   "volume_image_pid": str(gone.pid)})  # fmt: skip
+    running = create({"volume_image_host": socket.gethostname(),
+                      "volume_image_pid": str(os.getpid())})  # fmt: skip
+    theirs = create({})
+    r = cli(*noauth(glance_server.url), "sweep", "--older-than", "0",
+            "--format", "json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    listed = {item["image_id"] for item in json.loads(r.stdout)}
+    assert ours in listed
+    assert running not in listed and theirs not in listed
+    r = cli(*noauth(glance_server.url), "sweep", "--older-than", "1h")
+    assert ours not in r.stdout  # too young
+    r = cli(*noauth(glance_server.url), "sweep", "--older-than", "0s",
+            "--delete")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert ours in r.stdout and "deleted" in r.stdout
+    status = requests.get(f"{glance_server.url}/v2/images/{ours}", timeout=30)
+    assert status.status_code == 404
+    for keep in (running, theirs):
+        assert (
+            requests.get(
+                f"{glance_server.url}/v2/images/{keep}", timeout=30
+            ).status_code
+            == 200
+        )
+        requests.delete(f"{glance_server.url}/v2/images/{keep}", timeout=30)
+    bad = cli(*noauth(glance_server.url), "sweep", "--older-than", "soon")
+    assert bad.returncode == 2 and "--older-than" in bad.stderr

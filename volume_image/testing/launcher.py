@@ -21,9 +21,11 @@ Command line::
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import grp
 import hashlib
+import io
 import os
 import pwd
 import re
@@ -35,7 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,10 +53,15 @@ __all__ = [
     "VENVS",
     "CinderServer",
     "CinderStack",
+    "GlanceCluster",
     "GlanceServer",
+    "HAProxyServer",
     "KeystoneServer",
+    "MariaDBServer",
     "RabbitServer",
     "Server",
+    "ensure_haproxy",
+    "ensure_mariadb",
     "ensure_qemu_img",
     "ensure_rabbitmq",
     "ensure_venv",
@@ -1108,6 +1115,489 @@ class RabbitServer(Server):
         if self.epmd is not None:
             _stop_pid(self.epmd, 5)
             self.epmd = None
+
+
+class MariaDBServer(Server):
+    """Debian's MariaDB (10.11) as a plain process of ours, 127.0.0.1 only,
+    for a production-shaped Glance (several workers, several nodes).
+
+    Everything lives under ``base``: the datadir (made once by
+    ``mariadb-install-db``, reused by later starts in the same ``base``),
+    the socket and the pidfile.  ``--no-defaults``: nothing is read from
+    /etc/mysql, and the system instance of the package is never started.
+    root logs in without a password over the private socket only
+    (``sql``); Glance logs in over TCP as :attr:`USER`.
+
+    :param port: the TCP port (free by default).
+    """
+
+    name = "mariadb"
+    #: the user every database made by :meth:`create_database` is granted
+    #: to, from 127.0.0.1 only; the password is the same word
+    USER = "glance"
+
+    def __init__(self, base: Path, port: int | None = None) -> None:
+        super().__init__(base, port)
+        self.datadir = self.base / "data"
+        self.socket_path = self.base / "mysqld.sock"
+        #: seconds ``mariadb-install-db`` took (0 when the datadir existed)
+        self.install_seconds = 0.0
+
+    @property
+    def url(self) -> str:
+        """The server's address (for messages)."""
+        return f"mysql://127.0.0.1:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.base / "mariadb.pid"
+
+    def database_url(self, database: str = "glance") -> str:
+        """The SQLAlchemy URL (PyMySQL) of ``database`` as :attr:`USER`."""
+        return (
+            f"mysql+pymysql://{self.USER}:{self.USER}@127.0.0.1:{self.port}"
+            f"/{database}?charset=utf8mb4"
+        )
+
+    @staticmethod
+    def _user() -> str:
+        # mariadbd refuses to run as root unless told --user=root
+        return pwd.getpwuid(os.geteuid()).pw_name
+
+    def command(self) -> list[str]:
+        return [
+            ensure_mariadb(),
+            "--no-defaults",
+            f"--user={self._user()}",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket_path}",
+            f"--pid-file={self.pidfile}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            # no DNS lookups of 127.0.0.1 at each login
+            "--skip-name-resolve",
+            # each Glance worker keeps a pool of up to 15 (GlanceServer
+            # pins it): 2 nodes x 4 workers x 15 = 120 is close to the
+            # default limit, 151
+            "--max-connections=500",
+            "--innodb-buffer-pool-size=128M",
+            # a test database need not survive a power cut: no fsync per
+            # commit
+            "--innodb-flush-log-at-trx-commit=2",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_general_ci",
+            # no --log-error: the error log goes to stderr, i.e. log_path
+        ]
+
+    def prepare(self) -> None:
+        if len(str(self.socket_path).encode()) > 107:
+            raise RuntimeError(
+                f"socket path too long for AF_UNIX: {self.socket_path}"
+            )
+        if (self.datadir / "mysql").is_dir():
+            return
+        t0 = time.monotonic()
+        shutil.rmtree(self.datadir, ignore_errors=True)  # a half-made one
+        log = self.base / "log" / "install-db.log"
+        with open(log, "wb") as out:
+            rc = subprocess.run(
+                [
+                    _sbin_which("mariadb-install-db") or "mariadb-install-db",
+                    "--no-defaults",
+                    f"--user={self._user()}",
+                    f"--datadir={self.datadir}",
+                    # root without password, over the private socket
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            ).returncode
+        if rc:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise RuntimeError(
+                "mariadb-install-db failed:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
+        self.install_seconds = time.monotonic() - t0
+
+    def _answers(self) -> bool:
+        # the server speaks first: a handshake packet (4-byte header, then
+        # protocol version 10); an error packet (0xff) or nothing is "no"
+        try:
+            with socket.create_connection(
+                ("127.0.0.1", self.port), timeout=2
+            ) as sock:
+                head = sock.recv(5)
+                return len(head) == 5 and head[4] == 10
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 60.0) -> MariaDBServer:
+        """Make the datadir if needed, start; return when it accepts
+        logins and database ``glance`` exists.
+        """
+        super().start(timeout)
+        t0 = time.monotonic()
+        self.create_database("glance")
+        self.startup_seconds += time.monotonic() - t0
+        return self
+
+    def sql(self, statements: str, timeout: float = 30.0) -> str:
+        """Run SQL as root over the socket; return the client's output
+        (tab-separated, no column names).
+
+        :raises RuntimeError: the client failed; the message has its error.
+        """
+        client = _sbin_which("mariadb") or _sbin_which("mysql") or "mariadb"
+        done = subprocess.run(
+            [
+                client,
+                "--no-defaults",
+                f"--socket={self.socket_path}",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+            ],
+            input=statements,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"SQL failed on {self.url}: {done.stderr}")
+        return done.stdout
+
+    def create_database(self, database: str) -> str:
+        """Create ``database`` (if missing) for :attr:`USER`; return its
+        :meth:`database_url`.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", database):
+            raise ValueError(f"not a plain database name: {database!r}")
+        user = f"'{self.USER}'@'127.0.0.1'"
+        self.sql(
+            f"CREATE DATABASE IF NOT EXISTS `{database}` "
+            "CHARACTER SET utf8mb4;\n"
+            f"CREATE USER IF NOT EXISTS {user} "
+            f"IDENTIFIED BY '{self.USER}';\n"
+            f"GRANT ALL ON `{database}`.* TO {user};\n"
+        )
+        return self.database_url(database)
+
+    def drop_database(self, database: str) -> None:
+        """Drop ``database`` if it exists."""
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", database):
+            raise ValueError(f"not a plain database name: {database!r}")
+        self.sql(f"DROP DATABASE IF EXISTS `{database}`;\n")
+
+
+class HAProxyServer(Server):
+    """Debian's haproxy (2.6) in front of servers on 127.0.0.1: HTTP mode,
+    one front end on :attr:`port`, one backend ``glance`` with a server
+    per entry of ``backends``, a stats page on :attr:`stats_port` and an
+    admin socket, config from ``templates/haproxy.cfg``.
+
+    The health check defaults are the ones that hold under upload load
+    (the reference notes' problem #1: with ``timeout check`` = ``inter`` =
+    1 s, checks queued behind busy upload workers put every node DOWN and
+    clients got 503): a 5 s check timeout, every 2 s, DOWN after 3
+    failures, UP after 2 successes.  A refused connect is retried on
+    another server at once (``option redispatch``), so a killed node is
+    invisible to clients even before it is marked DOWN.
+
+    :param backends: server name -> port on 127.0.0.1, in order.
+    :param balance: haproxy's algorithm (``roundrobin``; ``random`` mixes
+        a client's requests over the nodes, see the notes' pitfall 7).
+    :param check_path: the path of the HTTP health check; None checks
+        that the port accepts a connection only (which uWSGI's listen
+        queue does even when every worker is busy).
+    :param timeout: client and server inactivity limit, seconds.
+    """
+
+    name = "haproxy"
+    BACKEND = "glance"
+
+    def __init__(
+        self,
+        base: Path,
+        backends: Mapping[str, int],
+        port: int | None = None,
+        *,
+        balance: str = "roundrobin",
+        check_path: str | None = "/healthcheck",
+        check_inter: float = 2.0,
+        check_fall: int = 3,
+        check_rise: int = 2,
+        check_timeout: float = 5.0,
+        timeout: float = 300.0,
+    ) -> None:
+        super().__init__(base, port)
+        self.backends = dict(backends)
+        self.stats_port = _other_port({self.port, *self.backends.values()})
+        self.balance = balance
+        self.check_path = check_path
+        self.check_inter = check_inter
+        self.check_fall = check_fall
+        self.check_rise = check_rise
+        self.check_timeout = check_timeout
+        self.timeout = timeout
+
+    @property
+    def config(self) -> Path:
+        return self.etc / "haproxy.cfg"
+
+    @property
+    def stats_url(self) -> str:
+        """The stats page (``;csv`` appended gives CSV)."""
+        return f"http://127.0.0.1:{self.stats_port}/stats"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.base / "haproxy.sock"
+
+    def command(self) -> list[str]:
+        # -db: foreground, no daemon, no master-worker: our child's PID is
+        # haproxy's, and "log stdout" goes to log_path
+        return [
+            ensure_haproxy(),
+            "-db",
+            "-f",
+            str(self.config),
+            "-p",
+            str(self.pidfile),
+        ]
+
+    def prepare(self) -> None:
+        if not self.backends:
+            raise ValueError("haproxy needs at least one backend server")
+        if len(str(self.admin_socket).encode()) > 107:
+            raise RuntimeError(
+                f"socket path too long for AF_UNIX: {self.admin_socket}"
+            )
+        check = ""
+        if self.check_path is not None:
+            check = (
+                f"    option httpchk GET {self.check_path}\n"
+                "    http-check expect status 200"
+            )
+        values = {
+            "BASE": str(self.base),
+            "PORT": str(self.port),
+            "STATS_PORT": str(self.stats_port),
+            "BALANCE": self.balance,
+            "CHECK": check,
+            "INTER": f"{self.check_inter:g}",
+            "FALL": str(self.check_fall),
+            "RISE": str(self.check_rise),
+            "CHECK_TIMEOUT": f"{self.check_timeout:g}",
+            "TIMEOUT": f"{self.timeout:g}",
+            "SERVERS": "\n".join(
+                f"    server {name} 127.0.0.1:{port}"
+                for name, port in self.backends.items()
+            ),
+        }
+        _render("haproxy.cfg", self.config, values)
+        done = subprocess.run(
+            [ensure_haproxy(), "-c", "-q", "-f", str(self.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(
+                f"haproxy refuses {self.config}:\n{done.stdout}{done.stderr}"
+            )
+
+    def _answers(self) -> bool:
+        # the front end would answer 503 while no server is UP yet; the
+        # stats page answers as soon as haproxy runs
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - our own loopback URL
+                self.stats_url + ";csv", timeout=2
+            ) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 60.0) -> HAProxyServer:
+        """Start; return when every backend server is UP (its first
+        ``rise`` checks passed).
+        """
+        t0 = time.monotonic()
+        super().start(timeout)
+        try:
+            self.wait_states(
+                dict.fromkeys(self.backends, "UP"),
+                max(1.0, timeout - (time.monotonic() - t0)),
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """The stats of the backend's servers: name -> the CSV columns
+        (``status``: UP, DOWN, ``UP 1/3`` (going down), MAINT...;
+        ``scur``: connections now; ``stot``: connections in all;
+        ``chkdown``: UP->DOWN transitions; ``lastchg``: seconds since the
+        last change).
+        """
+        with urllib.request.urlopen(  # noqa: S310 - our own loopback URL
+            self.stats_url + ";csv", timeout=5
+        ) as resp:
+            text = resp.read().decode()
+        # the header line is "# pxname,svname,...": a comment to csv
+        rows = csv.DictReader(io.StringIO(text.removeprefix("# ")))
+        return {
+            row["svname"]: row
+            for row in rows
+            if row.get("pxname") == self.BACKEND
+            and row.get("svname") not in ("FRONTEND", "BACKEND")
+        }
+
+    def states(self) -> dict[str, str]:
+        """Each backend server's status (UP, DOWN, ``UP 1/3``, ...)."""
+        return {name: row["status"] for name, row in self.stats().items()}
+
+    def wait_states(
+        self, wanted: Mapping[str, str], timeout: float = 30.0
+    ) -> None:
+        """Wait until each named server has the given status.
+
+        :raises RuntimeError: not in time; the message has the states.
+        """
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                states = self.states()
+                if all(states.get(n) == s for n, s in wanted.items()):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"haproxy servers not {dict(wanted)} within {timeout}s: "
+            f"{states}\n{self.log_tail()}"
+        )
+
+    def admin(self, command: str, timeout: float = 5.0) -> str:
+        """Send one command to the admin socket (``disable server
+        glance/a``, ``show servers state``...); return the answer.
+        """
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.admin_socket))
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+
+class GlanceCluster:
+    """Production-shaped Glance: ``nodes`` :class:`GlanceServer` nodes of
+    ``processes`` uWSGI workers each, on one server database and one
+    directory of file stores, behind an :class:`HAProxyServer`.
+
+    Node ``a`` runs ``db_sync``; the others start on its schema.  Nodes
+    start one after another: on 2 cores, parallel starts of 4-worker
+    nodes only compete for the CPU.  The layout under ``base``:
+    ``a/``, ``b/``... (each node's config, logs, staging, tasks),
+    ``stores/`` (shared: ``fast``, ``cheap``), ``haproxy/``.
+
+    :param database_url: a server database (not sqlite), e.g. from
+        :meth:`MariaDBServer.create_database`.
+    :param proxy_options: keyword arguments of :class:`HAProxyServer`
+        (``balance``, ``check_*``...).
+    :param glance_options: further keyword arguments of every node's
+        :class:`GlanceServer`.
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        database_url: str,
+        *,
+        nodes: int = 2,
+        processes: int = 4,
+        proxy_options: Mapping[str, Any] | None = None,
+        **glance_options: Any,
+    ) -> None:
+        if not 1 <= nodes <= 26:
+            raise ValueError(f"1 to 26 nodes, not {nodes}")
+        self.base = Path(base).resolve()
+        # one set: free_port() alone could hand two servers the same port
+        # before either of them listens
+        taken: set[int] = set()
+        self.names = [chr(ord("a") + i) for i in range(nodes)]
+        self.nodes = [
+            GlanceServer(
+                self.base / name,
+                _other_port(taken),
+                processes=processes,
+                database_url=database_url,
+                store_root=self.base / "stores",
+                db_sync=i == 0,
+                **glance_options,
+            )
+            for i, name in enumerate(self.names)
+        ]
+        self.proxy = HAProxyServer(
+            self.base / "haproxy",
+            {
+                name: node.port
+                for name, node in zip(self.names, self.nodes, strict=True)
+            },
+            _other_port(taken),
+            **(proxy_options or {}),
+        )
+        self.startup_seconds = 0.0
+
+    @property
+    def url(self) -> str:
+        """haproxy's URL: what clients use."""
+        return self.proxy.url
+
+    @property
+    def servers(self) -> list[Server]:
+        """Every process of the cluster: the nodes, then haproxy."""
+        return [*self.nodes, self.proxy]
+
+    def node(self, name: str) -> GlanceServer:
+        """The node haproxy calls ``name`` (``a``, ``b``...)."""
+        return self.nodes[self.names.index(name)]
+
+    def store_dir(self, store: str) -> Path:
+        """Where a file store keeps its images (the same for all nodes)."""
+        return self.nodes[0].store_dir(store)
+
+    def start(self, timeout: float = 120.0) -> GlanceCluster:
+        """Start the nodes, then haproxy; return when haproxy has every
+        node UP.  A failure stops what was started.
+        """
+        t0 = time.monotonic()
+        try:
+            for node in self.nodes:
+                node.start(timeout)
+            self.proxy.start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """Stop haproxy, then the nodes (each by its PID)."""
+        for server in reversed(self.servers):
+            server.stop()
+
+    def __enter__(self) -> GlanceCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 #: a project id cinder's default project_id_regex ([0-9a-f-]+) accepts;
