@@ -42,6 +42,9 @@ class Finding:
     reason: str
     message: str
     suggestion: str | None
+    #: another answer of Glance (another node behind the same endpoint)
+    #: accepts this spec: the nodes disagree, the type may be fine
+    disputed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The finding as JSON-ready data."""
@@ -49,15 +52,37 @@ class Finding:
 
 
 def audit(
-    types: Iterable[VolumeType], catalog: stores.StoreCatalog
+    types: Iterable[VolumeType],
+    catalog: stores.StoreCatalog,
+    *others: stores.StoreCatalog,
 ) -> list[Finding]:
     """Check each type's extra specs against ``catalog``.
 
     The rules are the API hook's, lower-case keys included: a key Cinder
     would ignore is a broken type too.
 
+    :param others: more answers of the same Glance endpoint (several
+        nodes behind a load balancer); a finding that one of them does
+        not confirm is marked ``disputed`` instead of broken.
     :returns: one finding per broken type, in the order given.
     """
+    findings = _check(types, catalog)
+    for other in others:
+        accepted = {f.type_id for f in findings} - {
+            f.type_id for f in _check(types, other)
+        }
+        findings = [
+            dataclasses.replace(f, disputed=True)
+            if f.type_id in accepted
+            else f
+            for f in findings
+        ]
+    return findings
+
+
+def _check(
+    types: Iterable[VolumeType], catalog: stores.StoreCatalog
+) -> list[Finding]:
     findings = []
     for vtype in types:
         try:

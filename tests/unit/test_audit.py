@@ -135,3 +135,33 @@ def test_list_errors(
     with pytest.raises(errors.BlockStorageError, match=message) as info:
         blockstorage.list_volume_types(bs_adapter())
     assert info.value.exit_code == 4
+
+
+def test_one_nodes_word_is_not_enough() -> None:
+    """Behind a load balancer, one node lacks 'cheap' during a rolling
+    change: a type naming it is disputed, not broken; a type every answer
+    refuses stays broken.
+    """
+    types = [
+        audit.VolumeType(
+            "t1", "uses-cheap", {"image_service:store_id": "cheap"}
+        ),
+        audit.VolumeType(
+            "t2", "uses-nosuch", {"image_service:store_id": "nosuch"}
+        ),
+    ]
+    full = stores.parse_stores(
+        b'{"stores": [{"id": "fast", "default": "true"}, {"id": "cheap"}]}'
+    )
+    lacking = stores.parse_stores(
+        b'{"stores": [{"id": "fast", "default": "true"}]}'
+    )
+    found = audit.audit(types, lacking, full)
+    assert [(f.type_id, f.disputed) for f in found] == [
+        ("t1", True),
+        ("t2", False),
+    ]
+    assert [f.disputed for f in audit.audit(types, lacking, lacking)] == [
+        False,
+        False,
+    ]
