@@ -6,6 +6,7 @@ import http.client
 import http.server
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -117,7 +118,9 @@ class GlanceProxy:
       to the JSON boolean ``true``, as other Glance deployments answer;
     * :meth:`stop` / :meth:`start`: Glance unreachable (connection
       refused) and back, on the same port;
-    * ``paths``: every path asked, to count the store-list calls.
+    * ``paths``: every path asked, to count the store-list calls;
+    * ``fail_image_gets``: answer that many ``GET /v2/images/{id}`` with
+      503 (a node behind a load balancer restarting) before passing them.
     """
 
     def __init__(self, upstream_url: str) -> None:
@@ -125,6 +128,9 @@ class GlanceProxy:
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.boolean_flags = False
         self.paths: list[str] = []
+        self.fail_image_gets = 0
+        #: called after a PUT of image data has been answered
+        self.on_put_done: Any = None
         self.port = launcher.free_port()
         self._server: http.server.ThreadingHTTPServer | None = None
         self.start()
@@ -139,6 +145,17 @@ class GlanceProxy:
         class Handler(http.server.BaseHTTPRequestHandler):
             def _forward(self) -> None:
                 proxy.paths.append(self.path)
+                if (
+                    self.command == "GET"
+                    and re.fullmatch(r"/v2/images/[^/?]+", self.path)
+                    and proxy.fail_image_gets > 0
+                ):
+                    proxy.fail_image_gets -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {
@@ -151,6 +168,13 @@ class GlanceProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                if (
+                    self.command == "PUT"
+                    and self.path.endswith("/file")
+                    and proxy.on_put_done is not None
+                ):
+                    # before the client hears the answer
+                    proxy.on_put_done()
                 if proxy.boolean_flags and self.path.startswith(
                     "/v2/info/stores"
                 ):

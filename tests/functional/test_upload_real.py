@@ -17,7 +17,7 @@ from volume_image import config, errors, stores, upload, validation
 from volume_image.testing import launcher
 
 from .conftest import count_requests, make_client
-from .helpers import CuttingProxy, ThrottledFile
+from .helpers import CuttingProxy, GlanceProxy, ThrottledFile
 
 pytestmark = pytest.mark.functional
 
@@ -441,3 +441,45 @@ def test_block_device_source(
     assert result.size == 16 * MiB and result.verified
     stored = glance_server.store_dir("cheap") / result.image_id
     assert stored.read_bytes() == backing.read_bytes()
+
+
+@pytest.mark.parametrize(("failures", "verified"), [(3, True), (50, False)])
+def test_verification_gets_failing_never_delete_the_image(
+    glance_server: launcher.GlanceServer,
+    volume: Path,
+    failures: int,
+    verified: bool,
+) -> None:
+    """A node restarting behind the load balancer answers 503 to the
+    verification GETs: a few are ridden out; if they go on, the finished
+    upload is kept, unverified (exit 6), never deleted.
+    """
+    proxy = GlanceProxy(glance_server.url)
+    try:
+        env = {"OS_AUTH_TYPE": "none", "OS_ENDPOINT": proxy.url}
+        args = ["upload", str(volume), "--name", f"verify-{failures}"]
+        args += ["--store-id", "cheap", "--format", "json"]
+        # the PUT passes; then the image GETs fail
+
+        def arm() -> None:
+            proxy.fail_image_gets = failures
+
+        proxy.on_put_done = arm
+        done = subprocess.run(
+            [sys.executable, "-m", "volume_image.cli", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+            check=False,
+        )
+    finally:
+        proxy.stop()
+    assert done.returncode == (0 if verified else 6), done.stderr
+    result = json.loads(done.stdout)
+    assert result["verified"] is verified
+    image = make_client(glance_server.url).get_image(result["image_id"])
+    assert image["status"] == "active"
+    if not verified:
+        assert "kept unverified" in result["unverified_reason"]
+        assert "kept unverified" in done.stderr
