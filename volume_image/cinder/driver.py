@@ -165,7 +165,8 @@ class _StoreAwareMixin:
         uploader = upload.Uploader(
             client, settings, cache=_catalog_cache(client, settings)
         )
-        extra_specs = dict(volume.volume_type.extra_specs or {})
+        vtype = getattr(volume, "volume_type", None)
+        extra_specs = dict(getattr(vtype, "extra_specs", None) or {})
         base_image_ref = None
         if volume.glance_metadata:
             base_image_ref = volume.glance_metadata.get("image_id")
