@@ -135,6 +135,63 @@ def cinder_stack(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def mariadb(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.MariaDBServer]:
+    """MariaDB (Debian's 10.11) on 127.0.0.1 with a fresh datadir (made
+    in under a second), database ``glance`` and user ``glance``.
+    """
+    server = launcher.MariaDBServer(tmp_path_factory.mktemp("mariadb"))
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def glance_mariadb(
+    mariadb: launcher.MariaDBServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.GlanceServer]:
+    """Glance 33 on MariaDB with 4 workers: uploads run side by side
+    (sqlite allows one writer, hence one worker in ``glance_server``).
+    """
+    server = launcher.GlanceServer(
+        tmp_path_factory.mktemp("glance-mariadb"),
+        processes=4,
+        database_url=mariadb.create_database("glance_mariadb"),
+    )
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def glance_ha(
+    mariadb: launcher.MariaDBServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[launcher.GlanceCluster]:
+    """Production-shaped Glance: nodes ``a`` and ``b`` (4 workers each)
+    on one MariaDB database and one store directory, behind haproxy
+    (round robin, health checks on ``/healthcheck``).
+
+    ``.url`` is haproxy's; ``.nodes``/``.node(name)`` the
+    :class:`~volume_image.testing.launcher.GlanceServer` nodes;
+    ``.proxy`` the haproxy (``states()``, ``stats()``, ``admin()``).
+    A test that kills or stops a node starts it again before it ends.
+    """
+    cluster = launcher.GlanceCluster(
+        tmp_path_factory.mktemp("glance-ha"),
+        mariadb.create_database("glance_ha"),
+        nodes=2,
+        processes=4,
+    )
+    cluster.start()
+    _SERVERS.extend(cluster.servers)
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def closed_url() -> str:
     """A loopback URL where nothing listens."""

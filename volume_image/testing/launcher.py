@@ -1,6 +1,8 @@
 """Install and run the real servers that tests, the demo and the benchmarks
 use: Glance 33 and cinder-api 29 under uWSGI, Keystone 30, and the whole
-of Cinder 29 (api, scheduler, volume) over RabbitMQ, on 127.0.0.1 only.
+of Cinder 29 (api, scheduler, volume) over RabbitMQ, on 127.0.0.1 only;
+and a production-shaped Glance: nodes of several workers on MariaDB,
+sharing their stores, behind haproxy.
 
 Each server gets its own virtualenv, built once from PyPI and cached under
 ``$VOLUME_IMAGE_CACHE`` (default ``~/.cache/volume_image``); the project's
@@ -10,12 +12,18 @@ own session and stopped by the PID they wrote, never by name.
 Command line::
 
     python -m volume_image.testing.launcher setup      # venvs, qemu-img,
-                                                       # rabbitmq-server
+                                                       # rabbitmq-server,
+                                                       # mariadb-server,
+                                                       # haproxy
     python -m volume_image.testing.launcher glance DIR  # run until Ctrl-C
     python -m volume_image.testing.launcher cinder DIR GLANCE_URL
     python -m volume_image.testing.launcher rabbit DIR
     python -m volume_image.testing.launcher stack DIR   # rabbit + Glance +
                                                        # api/scheduler/volume
+    python -m volume_image.testing.launcher mariadb DIR
+    python -m volume_image.testing.launcher ha DIR      # MariaDB + 2 Glance
+                                                       # nodes x 4 workers +
+                                                       # haproxy
 """
 
 from __future__ import annotations
@@ -523,6 +531,9 @@ class GlanceServer(Server):
     :param db_sync: run ``db_sync`` at the first start.  With a
         ``database_url`` it runs once per instance (a restart finds the
         schema in place); a second node on a synced database passes False.
+
+    With a ``database_url``, :meth:`start` also waits until every worker
+    has loaded the app, not only the first one that answers.
     """
 
     name = "glance-api"
@@ -553,6 +564,11 @@ class GlanceServer(Server):
             Path(store_root).resolve() if store_root else self.base / "stores"
         )
         self.db_sync = db_sync
+        #: start() returns when all workers loaded the app: with
+        #: lazy-apps they load one after another, and a SIGTERM that
+        #: meets a worker still loading leaves it hanging until the
+        #: master is SIGKILLed (a stop right after a start took 20 s)
+        self.wait_workers = database_url is not None
         self.multistore = multistore
         self.processes = processes
         #: with a Keystone, Glance runs upstream's "keystone" flavor
@@ -632,6 +648,48 @@ class GlanceServer(Server):
                 # the schema is in the server database now: a restart of
                 # this node (a failover test) need not sync it again
                 self.db_sync = False
+
+    #: uWSGI's line when a worker has loaded the app
+    _WORKER_READY = re.compile(
+        r"WSGI app 0 \(mountpoint=''\) ready in .* pid: (\d+)"
+    )
+
+    def start(self, timeout: float = 90.0) -> GlanceServer:
+        """Start; return when it answers, and with :attr:`wait_workers`
+        when every worker has loaded the app.
+
+        :raises RuntimeError: it exited or was not ready in time; the
+            message ends with the tail of its log.
+        """
+        t0 = time.monotonic()
+        try:
+            mark = self.log_path.stat().st_size
+        except OSError:
+            mark = 0
+        super().start(timeout)
+        if not self.wait_workers:
+            return self
+        while len(self._ready_workers(mark)) < self.processes:
+            if self.pid is None:
+                raise RuntimeError(
+                    f"{self.name} exited during start-up:\n{self.log_tail()}"
+                )
+            if time.monotonic() - t0 > timeout:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name}: not all {self.processes} workers ready "
+                    f"within {timeout}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _ready_workers(self, mark: int) -> set[str]:
+        """PIDs of the workers that logged "ready" after byte ``mark``."""
+        with open(self.log_path, "rb") as log:
+            log.seek(mark)
+            text = log.read().decode(errors="replace")
+        return set(self._WORKER_READY.findall(text))
 
     #: the template's sqlite line, replaced for a server database
     _SQLITE_LINE = "connection = sqlite:///{base}/glance.sqlite\n"
@@ -2333,6 +2391,43 @@ def _serve_stack(base: Path) -> int:
     return 0
 
 
+def _serve_ha(base: Path, nodes: int = 2, processes: int = 4) -> int:
+    """Run MariaDB and a :class:`GlanceCluster` under ``base`` until
+    Ctrl-C.
+    """
+    _stop_on_sigterm()
+    started: list[Server] = []
+    try:
+        db = MariaDBServer(base / "mariadb").start()
+        started.append(db)
+        cluster = GlanceCluster(
+            base / "glance",
+            db.create_database("glance_ha"),
+            nodes=nodes,
+            processes=processes,
+        )
+        cluster.start()
+        started.extend(cluster.servers)
+        for server in started:
+            print(
+                f"{server.name} on {server.url} (pid {server.pid}, "
+                f"up in {server.startup_seconds:.1f}s)"
+            )
+        print(
+            f"Glance via haproxy: {cluster.url} (stats "
+            f"{cluster.proxy.stats_url}); stores in "
+            f"{cluster.nodes[0].store_root}; Ctrl-C stops all"
+        )
+        while all(server.pid for server in started):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in reversed(started):
+            server.stop()
+    return 0
+
+
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -2354,6 +2449,10 @@ def _main(argv: list[str]) -> int:
         return _serve(RabbitServer(Path(argv[1])))
     if argv[0] == "stack" and len(argv) == 2:
         return _serve_stack(Path(argv[1]))
+    if argv[0] == "mariadb" and len(argv) == 2:
+        return _serve(MariaDBServer(Path(argv[1])))
+    if argv[0] == "ha" and len(argv) == 2:
+        return _serve_ha(Path(argv[1]))
     print(__doc__, file=sys.stderr)
     return 2
 
