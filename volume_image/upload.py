@@ -57,6 +57,8 @@ _RETRY_DELAY_CAP = 30.0
 # Glance restores an image to queued within ~0.2 s of a read error
 _QUEUED_WAIT = 15.0
 _CLEANUP_STATES = ("queued", "saving")
+# how many answers of Glance are asked before a store is called gone
+_STORE_ASKS = 3
 # waits between tries of an idempotent call (GET or DELETE of the image)
 # while Glance cannot be reached or answers 5xx; None: give up.  About 8 s
 # in all: a Glance node restarting, or a worker's "database is locked"
@@ -454,8 +456,29 @@ class Uploader:
                 key = split.original_keys[specs.STORE_ID_KEY]
                 store_id = split.store_id
         if store_id is not None:
-            return store_id, self.validator.check_store(store_id, key)
+            return store_id, self._check_store(store_id, key)
         return None, self.cache.get().default
+
+    def _check_store(self, store_id: str, key: str) -> stores.StoreInfo:
+        """The validator's check; an unknown store is asked about again
+        (a load balancer sends each request to the next Glance node, and
+        nodes mid-way through a config change disagree) before the spec
+        is called wrong.
+        """
+        try:
+            return self.validator.check_store(store_id, key)
+        except errors.UnknownStore as exc:
+            for _ in range(_STORE_ASKS - 1):
+                fresh = self.cache.get(refresh=True)
+                found = fresh.get(store_id)
+                if found is not None:
+                    LOG.warning(
+                        "store %r: one answer of Glance did not list it, "
+                        "another does: the Glance nodes disagree",
+                        store_id,
+                    )
+                    return stores.check_store_id(store_id, fresh, key)
+            raise exc from None
 
     def upload(
         self,
@@ -791,11 +814,16 @@ class Uploader:
         """
         if not isinstance(exc, errors.UnknownStore) or store_id is None:
             return False
-        try:
-            fresh = self.cache.get(refresh=True)
-        except errors.GlanceError:
-            return False
-        listed = fresh.get(store_id) is not None
+        listed = False
+        # a load balancer sends each request to the next node: ask more
+        # than one before believing the store is gone
+        for _ in range(_STORE_ASKS):
+            try:
+                listed = self.cache.get(refresh=True).get(store_id) is not None
+            except errors.GlanceError:
+                return False
+            if listed:
+                break
         if listed:
             LOG.warning(
                 "Glance refused store %r, but GET /v2/info/stores lists "
@@ -932,10 +960,15 @@ class Uploader:
         """Glance refused the store: say which stores are valid now, or
         that the Glance nodes disagree when another one lists it.
         """
-        try:
-            catalog = self.cache.get(refresh=True)
-        except errors.GlanceError:
-            return
+        catalog = None
+        for _ in range(_STORE_ASKS):
+            try:
+                catalog = self.cache.get(refresh=True)
+            except errors.GlanceError:
+                return
+            if store_id is None or catalog.get(store_id) is not None:
+                break
+        assert catalog is not None
         if store_id is not None and catalog.get(store_id) is not None:
             exc.hints.append(
                 "The Glance nodes disagree: another node lists store "
