@@ -379,20 +379,18 @@ def _is_retriable(exc: errors.VolumeImageError) -> bool:
     )
 
 
-def _idempotent(call: Callable[[str], T], image_id: str) -> T:
-    """``call(image_id)`` for a GET or DELETE, tried again after
+def _idempotent(call: Callable[..., T], *args: str) -> T:
+    """``call(*args)`` for a GET or DELETE, tried again after
     :data:`_IDEMPOTENT_DELAYS` while Glance cannot be reached or answers
     5xx (repeating either changes nothing), then the last error.
     """
     for delay in _IDEMPOTENT_DELAYS:
         try:
-            return call(image_id)
-        except errors.GlanceUnavailable:
+            return call(*args)
+        except errors.GlanceUnavailable as exc:
             if delay is None:
                 raise
-            LOG.debug(
-                "image %s: Glance unavailable; again in %.1fs", image_id, delay
-            )
+            LOG.debug("Glance unavailable (%s); again in %.1fs", exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -424,7 +422,8 @@ class Uploader:
         self.client = client
         self.settings = settings or config.Settings()
         self.cache = cache or StoreCatalogCache(
-            client.get_store_catalog, ttl=self.settings.store_cache_ttl
+            lambda: _idempotent(client.get_store_catalog),
+            ttl=self.settings.store_cache_ttl,
         )
         self.validator = Validator(self.cache)
         self._slots = _slots(self.settings.max_concurrent_uploads)

@@ -491,3 +491,19 @@ def test_a_store_no_node_lists_is_refused_with_the_valid_ones(
         up.upload(vol, upload.ImageMeta("x"), store_id="cheap")
     assert "Writable stores now: fast" in str(info.value)
     assert "disagree" not in str(info.value)
+
+
+def test_a_brief_outage_of_the_store_list_is_ridden_out(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+) -> None:
+    glance_mock.get(
+        URL + "/v2/info/stores/detail",
+        [{"status_code": 503, "text": "busy"}, {"json": STORES}],
+    )
+    glance_mock.put(IMG + "/file", text=Recorder(204))
+    glance_mock.get(IMG, json=active())
+    result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert result.verified and result.store == "cheap"

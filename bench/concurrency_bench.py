@@ -1,0 +1,195 @@
+"""Concurrent uploads against the production-shaped Glance: ours against
+``curl -T``.
+
+Glance 33 runs with 4 uWSGI workers on MariaDB (the harness's
+``MariaDBServer`` and ``GlanceServer``).  For N = 1, 2, 4 and 8, each
+method starts N client processes at once, each uploading the same random
+file to store ``cheap``; the methods alternate, the order flipping every
+round.  Ours is the ``volume-image upload`` command end to end (image
+create, stream, verify); curl only PUTs into an image created
+beforehand.  Reported per N and method (medians over rounds): aggregate
+MB/s (N x size / wall time of the round), client CPU-s per GiB (all N
+processes), and failures (a non-zero exit or an image not ``active``).
+The hashlib floor of one sha512 pass is measured in the same run.
+
+    .venv/bin/python -m bench.concurrency_bench [--size-mib 256]
+        [--rounds 2] [--n 1,2,4,8]
+
+Writes ``bench/results/concurrency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from volume_image.testing import launcher
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def _api(url: str, method: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(  # noqa: S310 - loopback Glance
+        url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as resp:  # noqa: S310
+        text = resp.read()
+    return json.loads(text) if text else {}
+
+
+def _command(method: str, url: str, path: Path) -> tuple[list[str], str]:
+    if method == "ours":
+        return [
+            sys.executable, "-m", "volume_image.cli",
+            "--os-auth-type", "none", "--os-endpoint", url,
+            "upload", str(path), "--name", "bench-n",
+            "--store-id", "cheap", "--format", "json",
+        ], ""  # fmt: skip
+    image_id = str(
+        _api(url, "POST", "/v2/images", {
+            "name": "bench-n", "disk_format": "raw",
+            "container_format": "bare",
+        })["id"]
+    )  # fmt: skip
+    return [
+        "curl", "-sS", "-f", "-X", "PUT", "-T", str(path),
+        "-H", "Expect:", "-H", "Content-Type: application/octet-stream",
+        "-H", "X-Image-Meta-Store: cheap",
+        f"{url}/v2/images/{image_id}/file",
+    ], image_id  # fmt: skip
+
+
+def _round(method: str, n: int, url: str, path: Path) -> dict[str, float]:
+    """N clients of ``method`` at once."""
+    cmds = [_command(method, url, path) for _ in range(n)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    t0 = time.monotonic()
+    procs = [
+        (
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+            ),
+            image_id,
+        )
+        for cmd, image_id in cmds
+    ]
+    cpu = 0.0
+    failures = 0
+    images = []
+    for proc, image_id in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu += usage.ru_utime + usage.ru_stime
+        out = proc.stdout.read() if proc.stdout else b""
+        if proc.returncode:
+            failures += 1
+            continue
+        if method == "ours":
+            image_id = json.loads(out)["image_id"]
+        images.append(image_id)
+    wall = time.monotonic() - t0
+    size = path.stat().st_size
+    for image_id in images:
+        image = _api(url, "GET", f"/v2/images/{image_id}")
+        if image["status"] != "active" or image["size"] != size:
+            failures += 1
+        _api(url, "DELETE", f"/v2/images/{image_id}")
+    return {
+        "mb_s": n * size / wall / 1e6,
+        "cpu_s_per_gib": cpu / (n * size / GiB),
+        "failures": failures,
+    }
+
+
+def _hash_floor(path: Path) -> float:
+    """CPU-s per GiB of one sha512 pass over the file (page cache warm)."""
+    digest = hashlib.sha512()
+    t0 = time.process_time()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return (time.process_time() - t0) / (path.stat().st_size / GiB)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--n", default="1,2,4,8")
+    args = parser.parse_args()
+    counts = [int(x) for x in args.n.split(",")]
+    base = Path(tempfile.mkdtemp(prefix="vi-conc-"))
+    data = base / "volume.raw"
+    with open(data, "wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(MiB))
+    db = launcher.MariaDBServer(base / "mariadb")
+    db.start()
+    glance = launcher.GlanceServer(
+        base / "glance", processes=4, database_url=db.database_url()
+    )
+    runs: list[dict] = []
+    try:
+        glance.start()
+        floor = _hash_floor(data)
+        for r in range(args.rounds):
+            for n in counts:
+                order = ["curl", "ours"] if (r + n) % 2 else ["ours", "curl"]
+                for method in order:
+                    run = _round(method, n, glance.url, data)
+                    run |= {"method": method, "n": n, "round": r}
+                    runs.append(run)
+                    print(run, flush=True)
+    finally:
+        glance.stop()
+        db.stop()
+    summary: dict[str, dict[str, float]] = {}
+    print(f"\nsha512 floor: {floor:.2f} CPU-s/GiB")
+    print(f"{'N':>2} {'method':6} {'MB/s':>7} {'ratio':>6} {'CPU-s/GiB':>10}"
+          f" {'ratio':>6} failures")  # fmt: skip
+    for n in counts:
+        for method in ("curl", "ours"):
+            mine = [x for x in runs if x["n"] == n and x["method"] == method]
+            summary[f"{method}-{n}"] = {
+                "mb_s": statistics.median(x["mb_s"] for x in mine),
+                "cpu_s_per_gib": statistics.median(
+                    x["cpu_s_per_gib"] for x in mine
+                ),
+                "failures": sum(x["failures"] for x in mine),
+            }
+        curl, ours = summary[f"curl-{n}"], summary[f"ours-{n}"]
+        for method, row in (("curl", curl), ("ours", ours)):
+            print(
+                f"{n:>2} {method:6} {row['mb_s']:7.1f} "
+                f"{row['mb_s'] / curl['mb_s']:6.2f} "
+                f"{row['cpu_s_per_gib']:10.2f} "
+                f"{row['cpu_s_per_gib'] / curl['cpu_s_per_gib']:6.2f} "
+                f"{row['failures']:.0f}"
+            )
+    out = Path(__file__).parent / "results" / "concurrency.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {"size_mib": args.size_mib, "rounds": args.rounds,
+             "sha512_floor": floor, "runs": runs, "summary": summary},
+            indent=2,
+        ) + "\n"
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
