@@ -752,6 +752,7 @@ def cmd_upload(ctx: Context) -> int:
     rows = [
         [k, f"{v:.2f}" if isinstance(v, float) else str(v)]
         for k, v in result.as_dict().items()
+        if v is not None
     ]
     ctx.print(_table(rows, ["field", "value"]))
     ctx.print(

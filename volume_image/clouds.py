@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 __all__ = ["Cloud", "CloudError", "find_files", "load_cloud"]
 
 
@@ -59,6 +57,9 @@ def find_files(name: str, env: Mapping[str, str] = os.environ) -> list[Path]:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    # imported here: most commands never read clouds.yaml
+    import yaml
+
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

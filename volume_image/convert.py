@@ -28,12 +28,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-from oslo_concurrency import processutils
-from oslo_utils import imageutils
-from oslo_utils.imageutils import format_inspector
+from typing import TYPE_CHECKING
 
 from volume_image import errors, offload
+
+if TYPE_CHECKING:
+    from oslo_utils import imageutils
+
+# oslo.concurrency and oslo.utils' inspector are imported where they are
+# used: only conversions need them, and they cost the CLI ~50 ms
 
 __all__ = [
     "CONVERTIBLE_FORMATS",
@@ -62,11 +65,10 @@ CONVERTIBLE_FORMATS = {
 SOURCE_FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi")
 #: qemu-img's format name -> the format inspector's
 _INSPECTOR_NAMES = {"vpc": "vhd"}
-#: Cinder's limits for ``qemu-img info`` on untrusted images: a crafted
-#: header must not make it spin or eat memory
-QEMU_IMG_LIMITS = processutils.ProcessLimits(
-    cpu_time=30, address_space=1024**3
-)
+#: Cinder's limits for ``qemu-img info`` on untrusted images (CPU
+#: seconds, bytes of address space): a crafted header must not make it
+#: spin or eat memory
+QEMU_IMG_LIMITS = {"cpu_time": 30, "address_space": 1024**3}
 LOG = logging.getLogger(__name__)
 
 # a work directory names the process that made it, so that one left by a
@@ -130,6 +132,9 @@ def qemu_img_info(
 
     :raises ConversionError: qemu-img failed or hit a limit.
     """
+    from oslo_concurrency import processutils
+    from oslo_utils import imageutils
+
     try:
         out, _ = processutils.execute(
             "qemu-img",
@@ -138,7 +143,7 @@ def qemu_img_info(
             fmt,
             "--output=json",
             os.fspath(path),
-            prlimit=QEMU_IMG_LIMITS,
+            prlimit=processutils.ProcessLimits(**QEMU_IMG_LIMITS),
         )
     except processutils.ProcessExecutionError as exc:
         raise errors.ConversionError(
@@ -149,6 +154,8 @@ def qemu_img_info(
 
 
 def _inspect(path: str, fmt: str) -> None:
+    from oslo_utils.imageutils import format_inspector
+
     name = _INSPECTOR_NAMES.get(fmt, fmt)
     found = format_inspector.detect_file_format(path)
     if found is None or found.NAME != name:
@@ -178,6 +185,8 @@ def check_format(path: str | os.PathLike[str], fmt: str) -> None:
             f"source format {fmt!r} is not one we inspect; supported: "
             + ", ".join(SOURCE_FORMATS)
         )
+    from oslo_utils.imageutils import format_inspector
+
     where = os.fspath(path)
     try:
         offload.run(_inspect, where, fmt)

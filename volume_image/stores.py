@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
-
-import jsonschema
 
 from volume_image import errors
 
@@ -75,7 +74,14 @@ STORES_SCHEMA: dict[str, Any] = {
         }
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(STORES_SCHEMA)
+
+
+@functools.cache
+def _validator() -> Any:
+    # jsonschema costs ~30 ms to import: only when a list is parsed
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(STORES_SCHEMA)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +165,9 @@ def parse_stores(
             ) from exc
     else:
         doc = body
-    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(doc))
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the document"
         raise errors.BadStoreCatalog(

@@ -238,9 +238,12 @@ def test_sweep_removes_what_a_killed_upload_left(
         else:
             pytest.fail("the upload never started")
         proc.send_signal(signal.SIGKILL)
-        cluster.node(holder(cluster)).kill()
+        victim = holder(cluster)
+        cluster.node(victim).kill()
     finally:
         proc.wait()
+    # until haproxy marks it down, a request may still reach the dead node
+    cluster.proxy.wait_states({victim: "DOWN"}, 60)
     image_id = found[0]["id"]
     assert client.get_image(image_id)["status"] == "saving"
     cli = [sys.executable, "-m", "volume_image.cli", "--os-auth-type",

@@ -96,7 +96,10 @@ def test_every_target_format_passes_its_check(
 def test_qemu_img_info_runs_under_limits(images: dict[str, Path]) -> None:
     info = convert.qemu_img_info(images["qcow2"], "qcow2")
     assert info.virtual_size == 4 * 1024 * 1024
-    assert convert.QEMU_IMG_LIMITS.address_space == 1024**3
+    assert convert.QEMU_IMG_LIMITS == {
+        "cpu_time": 30,
+        "address_space": 1024**3,
+    }
     with pytest.raises(errors.ConversionError, match="qemu-img info failed"):
         convert.qemu_img_info(images["raw"], "qcow2")
 
