@@ -17,8 +17,10 @@ DEFAULT_OUT = Path("doc/source/_static/upload_bench.svg")
 LABELS = {
     "ours-verify": "ours, verified",
     "ours-noverify": "ours, no verify",
+    "ours-cli": "volume-image upload",
     "curl": "curl -T",
     "glance": "glance image-upload",
+    "sdk": "openstacksdk create_image",
 }
 PANELS = [
     ("mb_s", "throughput (MB/s, higher is better)", "{:.0f}"),
@@ -28,8 +30,10 @@ PANELS = [
 COLOURS = {
     "ours-verify": "#2b6cb0",
     "ours-noverify": "#63a4e8",
+    "ours-cli": "#1a4971",
     "curl": "#888888",
     "glance": "#c05621",
+    "sdk": "#8a5a9e",
 }
 
 
