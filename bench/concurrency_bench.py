@@ -6,8 +6,9 @@ Glance 33 runs with 4 uWSGI workers on MariaDB (the harness's
 method starts N client processes at once, each uploading the same random
 file to store ``cheap``; the methods alternate, the order flipping every
 round.  Ours is the ``volume-image upload`` command end to end (image
-create, stream, verify); curl only PUTs into an image created
-beforehand.  Reported per N and method (medians over rounds): aggregate
+create, stream, verify), and ``ours-nv`` the same with
+``verify_upload = false`` (nothing hashed); curl only PUTs into an image
+created beforehand.  Reported per N and method (medians over rounds): aggregate
 MB/s (N x size / wall time of the round), client CPU-s per GiB (all N
 processes), and failures (a non-zero exit or an image not ``active``).
 The hashlib floor of one sha512 pass is measured in the same run.
@@ -52,9 +53,12 @@ def _api(url: str, method: str, path: str, body: dict | None = None) -> dict:
 
 
 def _command(method: str, url: str, path: Path) -> tuple[list[str], str]:
-    if method == "ours":
+    if method.startswith("ours"):
+        conf = path.parent / "noverify.conf"
+        conf.write_text("[volume_image]\nverify_upload = false\n")
+        extra = ["--config-file", str(conf)] if method == "ours-nv" else []
         return [
-            sys.executable, "-m", "volume_image.cli",
+            sys.executable, "-m", "volume_image.cli", *extra,
             "--os-auth-type", "none", "--os-endpoint", url,
             "upload", str(path), "--name", "bench-n",
             "--store-id", "cheap", "--format", "json",
@@ -98,7 +102,7 @@ def _round(method: str, n: int, url: str, path: Path) -> dict[str, float]:
         if proc.returncode:
             failures += 1
             continue
-        if method == "ours":
+        if method.startswith("ours"):
             image_id = json.loads(out)["image_id"]
         images.append(image_id)
     wall = time.monotonic() - t0
@@ -148,7 +152,9 @@ def main() -> None:
         floor = _hash_floor(data)
         for r in range(args.rounds):
             for n in counts:
-                order = ["curl", "ours"] if (r + n) % 2 else ["ours", "curl"]
+                order = ["curl", "ours", "ours-nv"]
+                if (r + n) % 2:
+                    order.reverse()
                 for method in order:
                     run = _round(method, n, glance.url, data)
                     run |= {"method": method, "n": n, "round": r}
@@ -162,7 +168,7 @@ def main() -> None:
     print(f"{'N':>2} {'method':6} {'MB/s':>7} {'ratio':>6} {'CPU-s/GiB':>10}"
           f" {'ratio':>6} failures")  # fmt: skip
     for n in counts:
-        for method in ("curl", "ours"):
+        for method in ("curl", "ours", "ours-nv"):
             mine = [x for x in runs if x["n"] == n and x["method"] == method]
             summary[f"{method}-{n}"] = {
                 "mb_s": statistics.median(x["mb_s"] for x in mine),
@@ -171,8 +177,9 @@ def main() -> None:
                 ),
                 "failures": sum(x["failures"] for x in mine),
             }
-        curl, ours = summary[f"curl-{n}"], summary[f"ours-{n}"]
-        for method, row in (("curl", curl), ("ours", ours)):
+        curl = summary[f"curl-{n}"]
+        for method in ("curl", "ours", "ours-nv"):
+            row = summary[f"{method}-{n}"]
             print(
                 f"{n:>2} {method:6} {row['mb_s']:7.1f} "
                 f"{row['mb_s'] / curl['mb_s']:6.2f} "
