@@ -24,7 +24,9 @@ SERVICE_TYPE = "block-storage"
 _MAX_PAGES = 1000
 
 
-def list_volume_types(adapter: ks_adapter.Adapter) -> dict[str, Any]:
+def list_volume_types(
+    adapter: ks_adapter.Adapter, *, max_response_bytes: int = 16 * 1024 * 1024
+) -> dict[str, Any]:
     """Every volume type, public and private, with its extra specs.
 
     Needs a role that may list private types (admin); others see only
@@ -40,7 +42,7 @@ def list_volume_types(adapter: ks_adapter.Adapter) -> dict[str, Any]:
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
-        doc = _get(adapter, url, endpoint)
+        doc = _get(adapter, url, endpoint, max_response_bytes)
         page = doc.get("volume_types") if isinstance(doc, dict) else None
         if not isinstance(page, list):
             raise errors.BlockStorageError(
@@ -66,13 +68,24 @@ def _next_link(doc: dict[str, Any]) -> str | None:
     return None
 
 
-def _get(adapter: ks_adapter.Adapter, url: str, endpoint: str | None) -> Any:
+def _get(
+    adapter: ks_adapter.Adapter, url: str, endpoint: str | None, cap: int
+) -> Any:
     try:
         resp = adapter.get(
             url,
             raise_exc=False,
             headers={"Accept": "application/json"},
+            redirect=False,
+            stream=True,
         )
+        glance.read_capped(resp, cap)
+    except glance.TooLarge as exc:
+        raise errors.BlockStorageError(
+            f"GET {url}: the answer is longer than {cap} bytes "
+            "([volume_image] max_response_bytes); it was not read further",
+            endpoint=endpoint,
+        ) from exc
     except (
         ks_exc.EndpointNotFound,
         ks_exc.CatalogException,
@@ -96,6 +109,14 @@ def _get(adapter: ks_adapter.Adapter, url: str, endpoint: str | None) -> Any:
             endpoint=endpoint,
         ) from exc
     what = f"GET {url}"
+    if 300 <= resp.status_code < 400:
+        raise errors.BlockStorageError(
+            f"{what} answered {resp.status_code}, a redirect to "
+            f"{resp.headers.get('Location') or '(no Location)'}; it was not "
+            "followed, so that credentials never go to another address",
+            status_code=resp.status_code,
+            endpoint=endpoint,
+        )
     if resp.status_code != 200:
         hint = (
             ". Listing all volume types needs the admin role"

@@ -377,7 +377,9 @@ def _make_client(
         connect_retries=config.DEFAULT_CONNECT_RETRIES,
     )
     return glance.GlanceClient(
-        adapter, use_store_detail=conf[config.GROUP].use_store_detail
+        adapter,
+        use_store_detail=conf[config.GROUP].use_store_detail,
+        max_response_bytes=conf[config.GROUP].max_response_bytes,
     )
 
 
@@ -521,7 +523,9 @@ def _fetch_types(ctx: Context) -> list[audit.VolumeType]:
         endpoint_override=ctx.args.block_storage_endpoint,
         connect_retries=config.DEFAULT_CONNECT_RETRIES,
     )
-    doc = blockstorage.list_volume_types(bs_adapter)
+    doc = blockstorage.list_volume_types(
+        bs_adapter, max_response_bytes=ctx.settings.max_response_bytes
+    )
     try:
         return audit.parse_volume_types(doc)
     except ValueError as exc:

@@ -123,6 +123,14 @@ _opts = [
         min=1,
         help="Uploads one process runs at once; more wait for a slot.",
     ),
+    cfg.IntOpt(
+        "max_response_bytes",
+        default=16 * 1024 * 1024,
+        min=1024,
+        help="The most bytes read from one answer of Glance or of the "
+        "block-storage API. Their answers are kilobytes; a longer one "
+        "is refused as an error instead of filling memory.",
+    ),
     cfg.BoolOpt(
         "fail_open",
         default=False,
@@ -233,6 +241,7 @@ class Settings:
         default_factory=tempfile.gettempdir
     )
     max_concurrent_uploads: int = 4
+    max_response_bytes: int = 16 * 1024 * 1024
     fail_open: bool = False
 
     @classmethod

@@ -37,6 +37,32 @@ LOG = logging.getLogger(__name__)
 _MULTISTORE_OFF = "multi backend is not supported"
 # bounds a Glance that keeps answering with a "next" link
 _MAX_PAGES = 1000
+#: the default cap on one answer's body (see [volume_image]
+#: max_response_bytes): Glance's answers are kilobytes
+DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
+
+
+class TooLarge(Exception):
+    """An answer's body exceeded the cap (see :func:`read_capped`)."""
+
+
+def read_capped(resp: requests.Response, cap: int) -> None:
+    """Read a streamed answer's body, at most ``cap`` bytes, into
+    ``resp`` (``resp.content`` and ``resp.json()`` work afterwards).
+
+    :raises TooLarge: the body is longer; the connection is closed.
+    """
+    chunks = []
+    total = 0
+    for chunk in resp.iter_content(64 * 1024):
+        total += len(chunk)
+        if total > cap:
+            resp.close()
+            raise TooLarge(total)
+        chunks.append(chunk)
+    resp._content = b"".join(chunks)
+
+
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -170,10 +196,15 @@ class GlanceClient:
     """
 
     def __init__(
-        self, adapter: ks_adapter.Adapter, *, use_store_detail: bool = True
+        self,
+        adapter: ks_adapter.Adapter,
+        *,
+        use_store_detail: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE,
     ) -> None:
         self.adapter = adapter
         self._use_detail = use_store_detail
+        self._max_bytes = max_response_bytes
 
     @classmethod
     def from_conf(
@@ -207,6 +238,7 @@ class GlanceClient:
         return cls(
             adapter,
             use_store_detail=conf[config.GROUP].use_store_detail,
+            max_response_bytes=conf[config.GROUP].max_response_bytes,
         )
 
     @property
@@ -232,13 +264,40 @@ class GlanceClient:
         # error bodies in JSON instead of an HTML page
         headers.setdefault("Accept", "application/json")
         try:
-            return self.adapter.request(
-                path, method, headers=headers, raise_exc=False, **kwargs
+            resp = self.adapter.request(
+                path,
+                method,
+                headers=headers,
+                raise_exc=False,
+                # a redirect would carry the token to wherever it points
+                redirect=False,
+                stream=True,
+                **kwargs,
             )
+            read_capped(resp, self._max_bytes)
+        except TooLarge as exc:
+            raise errors.GlanceRequestError(
+                f"{what}: Glance's answer is longer than {self._max_bytes} "
+                "bytes ([volume_image] max_response_bytes); it was not "
+                "read further",
+                endpoint=self.endpoint,
+            ) from exc
         except ks_exc.ClientException as exc:
             raise _translate(exc, what, self.endpoint) from exc
         except requests.RequestException as exc:
             raise _translate(exc, what, self.endpoint) from exc
+        if 300 <= resp.status_code < 400:
+            target = resp.headers.get("Location") or "(no Location)"
+            raise errors.GlanceRequestError(
+                f"{what} answered {resp.status_code}, a redirect to "
+                f"{target}; it was not followed, so that credentials never "
+                "go to another address. Set the Glance endpoint to the "
+                "address that serves the API",
+                status_code=resp.status_code,
+                request_id=_request_id(resp),
+                endpoint=self.endpoint,
+            )
+        return resp
 
     def get_store_catalog(self) -> stores.StoreCatalog:
         """Fetch and parse the stores Glance offers.

@@ -17,6 +17,7 @@ OUR_OPTS = [
     "fail_open",
     "hash_algo",
     "max_concurrent_uploads",
+    "max_response_bytes",
     "store_cache_ttl",
     "upload_read_timeout",
     "upload_retries",

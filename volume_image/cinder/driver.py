@@ -333,7 +333,9 @@ def _glance_client(
         global_request_id=getattr(context, "global_id", None),
     )
     return glance.GlanceClient(
-        adapter, use_store_detail=settings.use_store_detail
+        adapter,
+        use_store_detail=settings.use_store_detail,
+        max_response_bytes=settings.max_response_bytes,
     )
 
 
