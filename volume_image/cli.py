@@ -16,16 +16,18 @@ multi-store), 5 failed upload.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from keystoneauth1 import adapter as ks_adapter
@@ -673,6 +675,30 @@ def cmd_audit(ctx: Context) -> int:
     return EXIT_GLANCE if disputed else EXIT_OK
 
 
+@contextlib.contextmanager
+def _cancel_on_signals(
+    cancel: threading.Event, received: list[int]
+) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM set ``cancel`` and are recorded,
+    instead of raising in the middle of whatever the main thread does.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        cancel.set()
+
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, on_signal) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 class _ProgressBar:
     """A one-line progress bar on a terminal."""
 
@@ -733,15 +759,30 @@ def cmd_upload(ctx: Context) -> int:
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 
-    # the upload runs in a thread so that Ctrl-C cancels it cleanly
+    # the upload runs in a thread; SIGINT and SIGTERM only ask it to
+    # cancel, and it cleans up (image, temporary files, qemu-img) itself
+    received: list[int] = []
     worker = threading.Thread(target=work, name="volume-image-upload")
-    worker.start()
-    try:
+    with _cancel_on_signals(cancel, received):
+        worker.start()
         while worker.is_alive():
             worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.set()
-        worker.join()
+    if received:
+        name = signal.Signals(received[0]).name
+        error = outcome.get("error")
+        detail = (
+            " ".join([error.message, *error.hints])
+            if isinstance(error, errors.VolumeImageError)
+            else "cancelled"
+        )
+        if "result" in outcome:  # done before it could stop
+            detail = (
+                f"cancelled too late: image {outcome['result'].image_id} "
+                "is complete"
+            )
+        print(f"volume-image: {name}: {detail}", file=ctx.err)
+        # as shells report a command ended by a signal
+        return 128 + received[0]
     if "error" in outcome:
         raise outcome["error"]
     result: upload.UploadResult = outcome["result"]

@@ -641,6 +641,9 @@ class Uploader:
                         f"{into.image_id} ({exc}); it was kept unverified"
                     )
                     LOG.warning("%s", unverified)
+            if cancel is not None and cancel.is_set():
+                # cancelled while verifying: what we made goes too
+                raise errors.UploadCancelled("upload cancelled")
         except BaseException as exc:
             if isinstance(exc, errors.UnknownStore):
                 self._name_valid_stores(exc, header_store)
@@ -996,6 +999,8 @@ class Uploader:
                     return
             _idempotent(self.client.delete_image, image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
+            if isinstance(exc, errors.UploadCancelled):
+                exc.hints.append(f"Image {image_id} was deleted.")
         except errors.VolumeImageError as cleanup_exc:
             hint = (
                 f"image {image_id} could not be deleted ({cleanup_exc}); it "
