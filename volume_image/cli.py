@@ -49,6 +49,7 @@ from volume_image import (
     upload,
     validation,
 )
+from volume_image.text import printable
 
 __all__ = [
     "EXIT_GLANCE",
@@ -304,7 +305,13 @@ class Context:
         return validation.Validator(cache)
 
     def print(self, text: str = "") -> None:
-        print(text, file=self.out)
+        """Print human-readable output; control characters (from a
+        server's answer) are shown escaped, line by line.
+        """
+        print(
+            "\n".join(printable(line) for line in text.split("\n")),
+            file=self.out,
+        )
 
     def print_json(self, doc: Any) -> None:
         json.dump(doc, self.out, indent=2, sort_keys=True)
@@ -386,6 +393,8 @@ def _make_client(
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
+    # cells may hold what a server sent: never raw control characters
+    rows = [[printable(str(c)) for c in row] for row in rows]
     widths = [
         max(len(str(c)) for c in col)
         for col in zip(headers, *rows, strict=False)
@@ -658,14 +667,15 @@ def cmd_audit(ctx: Context) -> int:
         )
         ctx.print()
         for f in findings:
-            ctx.print(f"{f.type_name} ({f.type_id}): {f.message}")
+            ctx.print(printable(f"{f.type_name} ({f.type_id}): {f.message}"))
         ctx.print()
         ctx.print(f"{len(findings)} of {len(types)} volume types are broken")
     elif not disputed:
         ctx.print(f"all {len(types)} volume types are valid")
     for f in disputed if ctx.args.format != "json" else []:
         ctx.print(
-            f"{f.type_name} ({f.type_id}): the Glance nodes disagree: one "
+            f"{printable(f.type_name)} ({printable(f.type_id)}): the Glance "
+            "nodes disagree: one "
             f"answer refuses {f.key}={f.value!r} ({f.reason}), another "
             "accepts it. Check that every Glance node has the same "
             "enabled_backends"
@@ -780,7 +790,7 @@ def cmd_upload(ctx: Context) -> int:
                 f"cancelled too late: image {outcome['result'].image_id} "
                 "is complete"
             )
-        print(f"volume-image: {name}: {detail}", file=ctx.err)
+        print(f"volume-image: {name}: {printable(detail)}", file=ctx.err)
         # as shells report a command ended by a signal
         return 128 + received[0]
     if "error" in outcome:
@@ -834,7 +844,7 @@ def main(
     try:
         parser = build_parser(argv)
     except ks_exc.NoMatchingPlugin as exc:
-        print(f"{PROG}: error: {exc}", file=err)
+        print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
@@ -850,18 +860,18 @@ def main(
         ctx = Context(args, _load_conf(args.config_file), out, err)
         return func(ctx)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=err)
+        print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return EXIT_USAGE
     except cfg.Error as exc:
-        print(f"{PROG}: error: configuration: {exc}", file=err)
+        print(f"{PROG}: error: configuration: {printable(str(exc))}", file=err)
         return EXIT_USAGE
     except errors.UploadCancelled as exc:
-        print(f"{PROG}: cancelled: {exc}", file=err)
+        print(f"{PROG}: cancelled: {printable(str(exc))}", file=err)
         return exc.exit_code
     except errors.VolumeImageError as exc:
         if args.debug:
             traceback.print_exc(file=err)
-        print(f"{PROG}: error: {exc}", file=err)
+        print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return exc.exit_code
 
 

@@ -29,6 +29,7 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from volume_image import config, errors, stores
+from volume_image.text import printable
 
 __all__ = ["GlanceClient", "SizedBody", "from_response"]
 
@@ -95,7 +96,8 @@ def _message(resp: requests.Response) -> str:
         # the HTML page repeats the title in <title> and <h1>
         text = text.split("</h1>", 1)[-1]
     text = html.unescape(_TAG.sub(" ", text))
-    return " ".join(text.split()) or resp.reason or ""
+    # Glance's words end up on terminals and in logs
+    return printable(" ".join(text.split()) or resp.reason or "")
 
 
 def _request_id(resp: requests.Response | None) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from volume_image import errors, stores
+from volume_image.text import shown
 
 __all__ = [
     "KNOWN_KEYS",
@@ -85,9 +86,9 @@ def split_extra_specs(
         norm = key.lower()
         if norm in original:
             raise errors.ConflictingSpecKeys(
-                f"extra specs {original[norm]!r} and {key!r} are the same "
-                "key in two cases; keep only the lower-case "
-                f"{norm!r}",
+                f"extra specs {shown(original[norm])} and {shown(key)} are "
+                "the same key in two cases; keep only the lower-case "
+                f"{shown(norm)}",
                 key=key,
                 value=value,
             )
@@ -101,10 +102,10 @@ def split_extra_specs(
                     norm[len(NAMESPACE) :], names, n=1, cutoff=0.6
                 )
             ]
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = f" Did you mean {shown(close[0])}?" if close else ""
             raise errors.UnknownSpecKey(
-                f"extra spec {key!r} is not a known image_service key and "
-                f"would be ignored.{hint} Known keys: "
+                f"extra spec {shown(key)} is not a known image_service key "
+                f"and would be ignored.{hint} Known keys: "
                 f"{', '.join(sorted(KNOWN_KEYS))}.",
                 key=key,
                 value=value,
@@ -112,8 +113,8 @@ def split_extra_specs(
             )
         if strict_case and key != norm:
             raise errors.UnknownSpecKey(
-                f"extra spec {key!r} would be stored but ignored: Cinder "
-                f"reads only the lower-case key. Write it as {norm!r}.",
+                f"extra spec {shown(key)} would be stored but ignored: Cinder "
+                f"reads only the lower-case key. Write it as {shown(norm)}.",
                 key=key,
                 value=value,
                 suggestion=norm,

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from volume_image import errors
+from volume_image.text import shown
 
 __all__ = [
     "RESERVED_PREFIX",
@@ -191,9 +192,14 @@ def parse_stores(
         )
     seen: set[str] = set()
     for store in stores:
+        if _has_control(store.id):
+            raise errors.BadStoreCatalog(
+                f"Glance lists store {shown(store.id)}, an id with control "
+                "characters; its store list cannot be trusted"
+            )
         if store.id in seen:
             raise errors.BadStoreCatalog(
-                f"Glance lists store {store.id!r} twice; its store list "
+                f"Glance lists store {shown(store.id)} twice; its store list "
                 "cannot be trusted"
             )
         seen.add(store.id)
@@ -205,6 +211,17 @@ def parse_stores(
             "glance-api.conf"
         )
     return StoreCatalog(stores=stores, detailed=detailed)
+
+
+#: store ids named in one message at most: a Glance may list thousands
+_LISTED = 10
+
+
+def _listing(ids: list[str]) -> str:
+    """Store ids for a message: look-alikes escaped, at most ``_LISTED``."""
+    named = [i if i.isascii() else ascii(i)[1:-1] for i in ids[:_LISTED]]
+    more = len(ids) - len(named)
+    return (", ".join(named) or "none") + (f" and {more} more" if more else "")
 
 
 def _has_control(value: str) -> bool:
@@ -243,16 +260,17 @@ def check_store_id_syntax(
     # before the whitespace rule: "\n" is both, and the control
     # character is what must never reach an HTTP header
     if _has_control(value):
-        raise invalid(f"{value!r} contains control characters")
+        raise invalid(f"{shown(value)} contains control characters")
     if value != value.strip():
         raise invalid(
-            f"{value!r} has leading or trailing whitespace "
-            f"(did you mean {value.strip()!r}?)"
+            f"{shown(value)} has leading or trailing whitespace "
+            f"(did you mean {shown(value.strip())}?)"
         )
     if value.lower().startswith(RESERVED_PREFIX):
         raise errors.ReservedStore(
-            f"{key} {value!r} names a store reserved for Glance's internal "
-            f"use (the {RESERVED_PREFIX} prefix); choose one of the stores "
+            f"{key} {shown(value)} names a store reserved for Glance's "
+            f"internal use (the {RESERVED_PREFIX} prefix); choose one of the "
+            "stores "
             "that 'volume-image stores' lists",
             key=key,
             value=value,
@@ -294,34 +312,33 @@ def check_store_id(
     store_id = check_store_id_syntax(value, key)
     if not catalog.multistore:
         raise errors.MultiStoreDisabled(
-            f"{key}={store_id!r} cannot be honoured: this Glance runs "
+            f"{key}={shown(store_id)} cannot be honoured: this Glance runs "
             "without multi-store (no enabled_backends), and it ignores the "
             "store of an upload; unset the spec or enable multi-store in "
             "Glance",
             status_code=404,
         )
     store = catalog.get(store_id)
-    writable = catalog.writable_ids
-    listing = ", ".join(writable) or "none"
+    listing = _listing(catalog.writable_ids)
     if store is None:
         suggestion = _suggest(store_id, (s.id for s in catalog.stores))
-        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        hint = f" Did you mean {shown(suggestion)}?" if suggestion else ""
         default = catalog.default
         fallback = (
-            f", or unset it to use the default store {default.id!r}"
+            f", or unset it to use the default store {shown(default.id)}"
             if default
             else ""
         )
         raise errors.UnknownStore(
-            f"Glance has no store {store_id!r}.{hint} Set {key} to one of "
-            f"the writable stores ({listing}){fallback}.",
+            f"Glance has no store {shown(store_id)}.{hint} Set {key} to one "
+            f"of the writable stores ({listing}){fallback}.",
             key=key,
             value=store_id,
             suggestion=suggestion,
         )
     if store.read_only:
         raise errors.ReadOnlyStore(
-            f"Glance store {store_id!r} is read-only: images cannot be "
+            f"Glance store {shown(store_id)} is read-only: images cannot be "
             f"uploaded to it. Set {key} to one of the writable stores "
             f"({listing}).",
             key=key,

@@ -5,6 +5,8 @@ redirects are never followed, bodies are capped.
 from __future__ import annotations
 
 import http.server
+import io
+import json
 import threading
 from collections.abc import Iterator
 from typing import ClassVar
@@ -12,7 +14,10 @@ from typing import ClassVar
 import pytest
 from keystoneauth1 import adapter, session
 
-from volume_image import blockstorage, errors, glance
+from volume_image import blockstorage, cli, errors, glance
+
+#: clear the screen, set the window title, forge a log line
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\r\nvolume-image: all fine"
 
 
 class Hostile(http.server.BaseHTTPRequestHandler):
@@ -43,6 +48,18 @@ class Hostile(http.server.BaseHTTPRequestHandler):
             except OSError:
                 return
         body = b'{"stores": [{"id": "fast", "default": "true"}]}'
+        if self.server.mode == "escapes":  # type: ignore[attr-defined]
+            body = json.dumps(
+                {
+                    "stores": [
+                        {
+                            "id": "fast",
+                            "default": "true",
+                            "description": ESCAPES,
+                        }
+                    ]
+                }
+            ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -111,3 +128,21 @@ def test_the_block_storage_api_is_capped_too(
     bs = adapter.Adapter(session.Session(timeout=10), endpoint_override=url)
     with pytest.raises(errors.BlockStorageError, match="longer than 65536"):
         blockstorage.list_volume_types(bs, max_response_bytes=64 * 1024)
+
+
+def test_terminal_sequences_are_shown_escaped(
+    hostile: http.server.ThreadingHTTPServer,
+) -> None:
+    hostile.mode = "escapes"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{hostile.server_address[1]}"
+    args = ["--os-auth-type", "none", "--os-endpoint", url, "stores"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(args, out=out, err=err) == 0, err.getvalue()
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert "\\x1b[2J\\x1b]0;owned\\x07\\r\\n" in text
+    # JSON stays exact
+    out = io.StringIO()
+    assert cli.main([*args, "--format", "json"], out=out, err=err) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["stores"][0]["description"] == ESCAPES

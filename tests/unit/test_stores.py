@@ -192,3 +192,22 @@ def test_resolve_store_without_multistore_is_a_plain_upload() -> None:
         stores.resolve_store(None, stores.StoreCatalog(multistore=False))
         is None
     )
+
+
+def test_control_characters_in_an_id_are_refused() -> None:
+    body = b'{"stores": [{"id": "fa\\u001b]0;x\\u0007st", "default": "true"}]}'
+    with pytest.raises(errors.BadStoreCatalog, match="control characters"):
+        stores.parse_stores(body)
+
+
+def test_look_alikes_and_long_listings_in_messages() -> None:
+    ids = ["\u0441heap"] + [f"s{i:04d}" for i in range(3000)]
+    doc = {"stores": [{"id": i} for i in ids]}
+    doc["stores"][1]["default"] = "true"
+    catalog = stores.parse_stores(json.dumps(doc).encode())
+    with pytest.raises(errors.UnknownStore) as info:
+        stores.check_store_id("cheap", catalog, "image_service:store_id")
+    message = info.value.message
+    assert "\\u0441heap" in message and "\u0441" not in message
+    assert "and 2991 more" in message
+    assert len(message) < 500
