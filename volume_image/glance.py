@@ -207,6 +207,7 @@ class GlanceClient:
         self.adapter = adapter
         self._use_detail = use_store_detail
         self._max_bytes = max_response_bytes
+        self._seen_endpoint: str | None = None
 
     @classmethod
     def from_conf(
@@ -245,8 +246,11 @@ class GlanceClient:
 
     @property
     def endpoint(self) -> str | None:
-        """The Glance endpoint, or None when it cannot be found."""
-        return endpoint_of(self.adapter)
+        """The Glance endpoint as far as it is known without asking
+        anyone: the configured one, or the one the last answer came
+        from; None before any (error messages must do no network I/O).
+        """
+        return endpoint_of(self.adapter) or self._seen_endpoint
 
     def invalidate(self) -> bool:
         """Drop the cached token, so the next request authenticates again.
@@ -262,6 +266,7 @@ class GlanceClient:
         self, method: str, path: str, **kwargs: Any
     ) -> requests.Response:
         what = f"{method} {path}"
+        self._authenticate(what)
         headers = kwargs.pop("headers", {})
         # error bodies in JSON instead of an HTML page
         headers.setdefault("Accept", "application/json")
@@ -288,6 +293,8 @@ class GlanceClient:
             raise _translate(exc, what, self.endpoint) from exc
         except requests.RequestException as exc:
             raise _translate(exc, what, self.endpoint) from exc
+        base = resp.url.split(path.split("?")[0], 1)[0] if resp.url else ""
+        self._seen_endpoint = base or self._seen_endpoint
         if 300 <= resp.status_code < 400:
             target = resp.headers.get("Location") or "(no Location)"
             raise errors.GlanceRequestError(
@@ -300,6 +307,20 @@ class GlanceClient:
                 endpoint=self.endpoint,
             )
         return resp
+
+    def _authenticate(self, what: str) -> None:
+        """Get a token first, on its own: a Keystone failure is then
+        reported as Keystone's, never as "Glance is unavailable".  The
+        auth plugin caches its token, so this costs no request while the
+        token is valid.
+        """
+        auth = self.adapter.auth or self.adapter.session.auth
+        if auth is None:
+            return
+        try:
+            self.adapter.get_token()
+        except (ks_exc.ClientException, requests.RequestException) as exc:
+            raise _translate_auth(exc, what, self.endpoint) from exc
 
     def get_store_catalog(self) -> stores.StoreCatalog:
         """Fetch and parse the stores Glance offers.
@@ -527,14 +548,31 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
 def endpoint_of(adapter: ks_adapter.Adapter) -> str | None:
-    """The URL ``adapter`` sends to, or None when it cannot be found (for
-    error messages, so it never raises).
+    """The URL ``adapter`` is configured to send to, or None (when it is
+    found in a service catalog).  For error messages: it never raises and
+    never asks Keystone for a token or a catalog.
     """
-    try:
-        url = adapter.get_endpoint()
-    except ks_exc.ClientException:
-        return None
+    # the "none" and "admin_token" plugins carry a fixed endpoint
+    plugin = adapter.auth or adapter.session.auth
+    url = adapter.endpoint_override or getattr(plugin, "endpoint", None)
     return str(url) if url else None
+
+
+def _translate_auth(
+    exc: Exception, what: str, endpoint: str | None
+) -> errors.VolumeImageError:
+    """A failure while getting a token: Keystone's, named as such."""
+    if isinstance(exc, ks_exc.HttpError):
+        return _translate(exc, what, endpoint)
+    if isinstance(
+        exc, ks_exc.ConnectionError | requests.ConnectionError
+    ) or isinstance(exc, ks_exc.RequestTimeout | requests.Timeout):
+        return errors.GlanceUnavailable(
+            f"Keystone is unavailable: getting a token to {what} failed: "
+            f"{describe_failure(exc)}; check the auth URL",
+            endpoint=endpoint,
+        )
+    return _translate(exc, what, endpoint)
 
 
 def describe_failure(exc: Exception) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import requests
 import requests_mock
+from keystoneauth1 import adapter, session
 
 from volume_image import errors, glance
 
@@ -235,3 +236,25 @@ def test_create_get_delete(
     assert client.get_image("i1")["status"] == "queued"
     assert client.delete_image("i1") is True
     assert client.delete_image("i2") is False
+
+
+def test_keystone_down_is_named_and_asked_once(
+    rmock: requests_mock.Mocker,
+) -> None:
+    """A token failure is Keystone's, and building the error asks no one."""
+    from keystoneauth1.identity import v3
+
+    auth_url = "http://keystone.test:5000/v3"
+    rmock.post(auth_url + "/auth/tokens", status_code=503, text="down")
+    auth = v3.Password(
+        auth_url=auth_url, username="u", password="p", project_name="p",
+        user_domain_id="default", project_domain_id="default",
+    )  # fmt: skip
+    client = glance.GlanceClient(
+        adapter.Adapter(session.Session(auth=auth), service_type="image")
+    )
+    with pytest.raises(errors.GlanceError, match="Keystone") as info:
+        client.get_store_catalog()
+    assert "Glance is unavailable" not in str(info.value)
+    tokens = [r for r in rmock.request_history if "auth/tokens" in r.url]
+    assert len(tokens) == 1
