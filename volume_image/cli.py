@@ -514,9 +514,11 @@ def _read_types(path: str) -> list[audit.VolumeType]:
         raise UsageError(f"cannot read {path!r}: {exc.strerror}") from exc
     except ValueError as exc:
         raise UsageError(f"{path!r} is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{path!r}: its JSON is nested too deeply") from exc
     try:
         return audit.parse_volume_types(doc)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"{path!r}: {exc}") from exc
 
 

@@ -84,7 +84,7 @@ def _message(resp: requests.Response) -> str:
     text = ""
     try:
         doc = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict):
         inner = doc.get("message") or doc.get("error") or doc
@@ -98,6 +98,29 @@ def _message(resp: requests.Response) -> str:
     text = html.unescape(_TAG.sub(" ", text))
     # Glance's words end up on terminals and in logs
     return printable(" ".join(text.split()) or resp.reason or "")
+
+
+def _json(resp: requests.Response, what: str) -> Any:
+    """The JSON object of a 2xx answer.
+
+    :raises GlanceRequestError: it is not JSON, nested too deeply, or not
+        an object.
+    """
+    try:
+        doc = resp.json()
+    except (ValueError, RecursionError) as exc:
+        raise errors.GlanceRequestError(
+            f"{what} answered {resp.status_code} with a body that is not "
+            "usable JSON",
+            request_id=_request_id(resp),
+        ) from exc
+    if not isinstance(doc, dict):
+        raise errors.GlanceRequestError(
+            f"{what} answered {resp.status_code} with JSON that is not an "
+            "object",
+            request_id=_request_id(resp),
+        )
+    return doc
 
 
 def _request_id(resp: requests.Response | None) -> str | None:
@@ -377,7 +400,7 @@ class GlanceClient:
             raise from_response(
                 resp, "POST /v2/images", endpoint=self.endpoint
             )
-        image: dict[str, Any] = resp.json()
+        image: dict[str, Any] = _json(resp, "POST /v2/images")
         return image
 
     def list_images(self, **filters: str) -> list[dict[str, Any]]:
@@ -396,7 +419,7 @@ class GlanceClient:
                 raise from_response(
                     resp, "GET /v2/images", endpoint=self.endpoint
                 )
-            doc = resp.json()
+            doc = _json(resp, "GET /v2/images")
             if not isinstance(doc, dict) or not isinstance(
                 doc.get("images"), list
             ):
@@ -425,7 +448,7 @@ class GlanceClient:
             raise from_response(
                 resp, what, endpoint=self.endpoint, image_id=image_id
             )
-        image: dict[str, Any] = resp.json()
+        image: dict[str, Any] = _json(resp, what)
         return image
 
     def delete_image(self, image_id: str) -> bool:

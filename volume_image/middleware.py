@@ -207,7 +207,7 @@ def _extra_specs(kind: str, body: bytes) -> Mapping[str, Any] | None:
     """
     try:
         doc = json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError):  # UnicodeDecodeError; too deep
         return None
     if not isinstance(doc, dict):
         return None

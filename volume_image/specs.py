@@ -80,6 +80,13 @@ def split_extra_specs(
     image_service: dict[str, Any] = {}
     original: dict[str, str] = {}
     for key, value in specs.items():
+        if not isinstance(key, str):
+            # JSON keys are strings; a caller's mapping may hold anything
+            raise errors.UnknownSpecKey(
+                f"extra spec key {shown(key)} is not a string",
+                key=str(key),
+                value=value,
+            )
         if not is_image_service_key(key):
             backend[key] = value
             continue

@@ -159,6 +159,11 @@ def parse_stores(
     if isinstance(body, bytes | str):
         try:
             doc = json.loads(body)
+        except RecursionError as exc:
+            raise errors.BadStoreCatalog(
+                "Glance's store list is JSON nested too deeply to be a "
+                "store list"
+            ) from exc
         except ValueError as exc:
             raise errors.BadStoreCatalog(
                 f"Glance's store list is not JSON ({exc}); check that the "

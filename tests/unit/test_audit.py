@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import requests_mock
 from keystoneauth1 import adapter, session
@@ -165,3 +167,23 @@ def test_one_nodes_word_is_not_enough() -> None:
         False,
         False,
     ]
+
+
+def test_audit_from_a_deeply_nested_file_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    import io
+
+    from volume_image import cli
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    err = io.StringIO()
+    code = cli.main(
+        ["--os-auth-type", "none", "--os-endpoint", "http://127.0.0.1:9",
+         "audit", "--from-file", str(deep)],
+        out=io.StringIO(), err=err,
+    )  # fmt: skip
+    assert code == 2, err.getvalue()
+    assert "nested too deeply" in err.getvalue()
+    assert "Traceback" not in err.getvalue()

@@ -258,3 +258,15 @@ def test_keystone_down_is_named_and_asked_once(
     assert "Glance is unavailable" not in str(info.value)
     tokens = [r for r in rmock.request_history if "auth/tokens" in r.url]
     assert len(tokens) == 1
+
+
+def test_deep_json_from_glance_is_a_glance_error(
+    rmock: requests_mock.Mocker, client: glance.GlanceClient
+) -> None:
+    deep = b'{"a": ' * 100000 + b"1" + b"}" * 100000
+    rmock.get(URL + "/v2/images/i1", content=deep)
+    with pytest.raises(errors.GlanceRequestError, match="not usable JSON"):
+        client.get_image("i1")
+    rmock.get(URL + "/v2/images/i1", json=[1, 2])
+    with pytest.raises(errors.GlanceRequestError, match="not an object"):
+        client.get_image("i1")

@@ -170,7 +170,15 @@ def test_good_body_passes_byte_for_byte(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"extra_specs": "x"}', b"null"],
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"extra_specs": "x"}',
+        b"null",
+        # nested past Python's recursion limit, well under MAX_BODY
+        b'{"extra_specs": ' + b"[" * 50000 + b"]" * 50000 + b"}",
+    ],
 )
 def test_malformed_bodies_are_left_to_cinder(
     rmock: requests_mock.Mocker, raw: bytes

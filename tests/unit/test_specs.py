@@ -128,3 +128,9 @@ def test_strict_case_refuses_a_key_cinder_would_ignore() -> None:
         {"image_service:store_id": "fast"}, strict_case=True
     )
     assert split.store_id == "fast"
+
+
+@pytest.mark.parametrize("key", [1, None, ("image_service", "store_id")])
+def test_a_key_that_is_not_a_string_is_a_spec_error(key: object) -> None:
+    with pytest.raises(errors.SpecError, match="not a string"):
+        specs.split_extra_specs({key: "cheap"})  # type: ignore[dict-item]

@@ -211,3 +211,9 @@ def test_look_alikes_and_long_listings_in_messages() -> None:
     assert "\\u0441heap" in message and "\u0441" not in message
     assert "and 2991 more" in message
     assert len(message) < 500
+
+
+def test_deeply_nested_json_is_a_clean_error() -> None:
+    deep = b"[" * 100000 + b"]" * 100000
+    with pytest.raises(errors.BadStoreCatalog):
+        stores.parse_stores(deep)
