@@ -208,8 +208,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="upload a volume to a Glance image",
         description="Stream a volume (file or block device) to the store "
         "its volume type names, or to Glance's default store, then verify "
-        "what Glance stored. Exit 5 when the upload fails; nothing is "
-        "left behind.",
+        "what Glance stored. The exit code says what failed, as for every "
+        "command: 3 the store named is invalid, 4 Glance could not be "
+        "asked or refused the upload (unreachable, died mid-way, 5xx, "
+        "authentication), 5 the upload itself failed (source, "
+        "conversion, integrity, quota, format), 6 uploaded but not "
+        "verified, 130/143 cancelled by SIGINT/SIGTERM. On 4 and 5 the "
+        "image the upload created is deleted, or the message names it.",
     )
     p.add_argument("path", metavar="PATH", help="volume file or block device")
     p.add_argument("--name", help="image name (required without --image-id)")
