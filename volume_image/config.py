@@ -131,6 +131,15 @@ _opts = [
         "block-storage API. Their answers are kilobytes; a longer one "
         "is refused as an error instead of filling memory.",
     ),
+    cfg.FloatOpt(
+        "api_timeout",
+        default=5.0,
+        min=0.1,
+        help="API hook and filter only: seconds one request to Glance may "
+        "take on an API's request path, never retried. A Glance that "
+        "hangs then costs a write at most this long before its 503 (or, "
+        "with fail_open, its warning).",
+    ),
     cfg.BoolOpt(
         "fail_open",
         default=False,
@@ -242,6 +251,7 @@ class Settings:
     )
     max_concurrent_uploads: int = 4
     max_response_bytes: int = 16 * 1024 * 1024
+    api_timeout: float = 5.0
     fail_open: bool = False
 
     @classmethod

@@ -226,8 +226,12 @@ class GlanceClient:
         *,
         use_store_detail: bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE,
+        request_timeout: float | None = None,
     ) -> None:
         self.adapter = adapter
+        #: on an API's request path: each request's timeout, and no retry
+        #: of any kind (a hung Glance must not hold a worker for long)
+        self._request_timeout = request_timeout
         self._use_detail = use_store_detail
         self._max_bytes = max_response_bytes
         self._seen_endpoint: str | None = None
@@ -239,6 +243,7 @@ class GlanceClient:
         *,
         session: ks_session.Session | None = None,
         auth: Any = None,
+        request_timeout: float | None = None,
     ) -> GlanceClient:
         """Build a client from the ``[glance]`` options.
 
@@ -246,6 +251,8 @@ class GlanceClient:
             :func:`volume_image.config.register_opts` ran.
         :param session: an existing keystoneauth1 session to share.
         :param auth: an auth plugin overriding ``[glance] auth_type``.
+        :param request_timeout: for an API's request path: the timeout of
+            each request, which is then never retried.
         :raises GlanceAuthError: the auth options are incomplete.
         """
         group = config.GLANCE_GROUP
@@ -265,6 +272,7 @@ class GlanceClient:
             adapter,
             use_store_detail=conf[config.GROUP].use_store_detail,
             max_response_bytes=conf[config.GROUP].max_response_bytes,
+            request_timeout=request_timeout,
         )
 
     @property
@@ -293,6 +301,10 @@ class GlanceClient:
         headers = kwargs.pop("headers", {})
         # error bodies in JSON instead of an HTML page
         headers.setdefault("Accept", "application/json")
+        if self._request_timeout is not None:
+            kwargs.setdefault("timeout", self._request_timeout)
+            kwargs["connect_retries"] = 0
+            kwargs["status_code_retries"] = 0
         try:
             resp = self.adapter.request(
                 path,

@@ -90,7 +90,9 @@ class ExtraSpecsHook:
         """
         settings = config.Settings.from_conf(conf)
         if client is None:
-            client = glance.GlanceClient.from_conf(conf)
+            client = glance.GlanceClient.from_conf(
+                conf, request_timeout=settings.api_timeout
+            )
         cache = validation.StoreCatalogCache(
             client.get_store_catalog, ttl=settings.store_cache_ttl
         )

@@ -29,7 +29,7 @@ Paste options (all optional):
     unset, the one the caller's service catalog lists
     (``X-Service-Catalog``, set by keystonemiddleware), for ``[glance]
     valid_interfaces`` (default public) and ``region_name``.
-``fail_open``, ``store_cache_ttl``, ``use_store_detail``
+``api_timeout``, ``fail_open``, ``store_cache_ttl``, ``use_store_detail``
     Override the ``[volume_image]`` options of the same name.
 
 Intercepted, with or without a project id in the path::
@@ -92,6 +92,7 @@ _FAULT_NAMES = {
 }
 
 _PASTE_OPTIONS = {
+    "api_timeout",
     "fail_open",
     "store_cache_ttl",
     "use_store_detail",
@@ -330,7 +331,9 @@ def filter_factory(
             "volume_image_caller", default=None
         )
         client = glance.GlanceClient.from_conf(
-            conf, auth=_ForwardedToken(caller_var)
+            conf,
+            auth=_ForwardedToken(caller_var),
+            request_timeout=conf[config.GROUP].api_timeout,
         )
     hook = hooks.ExtraSpecsHook.from_conf(conf, client=client)
 

@@ -103,3 +103,36 @@ def test_fail_open() -> None:
     assert hook.check({KEY: "fast"}) is None
     with pytest.raises(errors.ReservedStore):
         hook.check({KEY: "os_glance_staging_store"})
+
+
+def test_a_hung_glance_costs_one_short_wait() -> None:
+    """A Glance that accepts the connection and never answers: the hook
+    gives up after ``api_timeout``, once, without retrying.
+    """
+    import socket
+    import time
+
+    from oslo_config import cfg
+
+    from volume_image import config
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepted by the kernel, never answered
+    try:
+        conf = cfg.ConfigOpts()
+        config.register_opts(conf)
+        conf(args=[])
+        port = listener.getsockname()[1]
+        conf.set_override(
+            "endpoint_override", f"http://127.0.0.1:{port}", group="glance"
+        )
+        conf.set_override("auth_type", "none", group="glance")
+        conf.set_override("api_timeout", 0.5, group="volume_image")
+        hook = hooks.ExtraSpecsHook.from_conf(conf)
+        t0 = time.monotonic()
+        with pytest.raises(errors.StoreCheckUnavailable):
+            hook.check({"image_service:store_id": "cheap"})
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        listener.close()
