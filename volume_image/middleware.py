@@ -136,18 +136,25 @@ class StoreValidationFilter:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length <= 0:
-            # no body, or chunked: Cinder cannot read it either and
-            # refuses the request, so nothing can be stored
+        if length <= 0 and not environ.get("wsgi.input_terminated"):
+            # no body, or chunked on a server that does not end the
+            # input: Cinder (webob) cannot read it either, so nothing
+            # can be stored
             return self.app(environ, start_response)
+        if length <= 0:
+            # no Content-Length, but the server ends the input (mod_wsgi
+            # with chunked requests, gunicorn): webob reads it, so must we
+            body = environ["wsgi.input"].read(MAX_BODY + 1)
+            length = len(body)
+        elif length <= MAX_BODY:
+            body = environ["wsgi.input"].read(length)
         if length > MAX_BODY:
             return _fault(
                 start_response,
                 413,
-                f"request body of {length} bytes is larger than the "
-                f"{MAX_BODY} bytes an extra-spec write may have",
+                f"request body of {length} bytes or more is larger than "
+                f"the {MAX_BODY} bytes an extra-spec write may have",
             )
-        body = environ["wsgi.input"].read(length)
         # Cinder reads the body after us: hand it the same bytes
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))

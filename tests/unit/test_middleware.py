@@ -365,3 +365,41 @@ def test_answers_never_name_glances_endpoint(
     message = json.loads(out)["serviceUnavailable"]["message"]
     assert URL not in message
     assert "Glance request id req-1" in message
+
+
+def _no_length(body: bytes, terminated: bool) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "/v3",
+        "PATH_INFO": "/p1/types/t1/extra_specs",
+        "wsgi.input": io.BytesIO(body),
+    }
+    if terminated:
+        environ["wsgi.input_terminated"] = True
+    return environ
+
+
+def test_a_body_without_length_is_checked_when_the_app_can_read_it(
+    stores_mock: requests_mock.Mocker,
+) -> None:
+    """gunicorn and mod_wsgi (chunked) end the input, and webob then
+    reads a body that has no Content-Length: so does the filter.
+    """
+    filt, app = make()
+    bad = json.dumps({"extra_specs": {KEY: "web"}}).encode()
+    status: list[str] = []
+
+    def start(s: str, h: Any, exc_info: Any = None) -> None:
+        status.append(s)
+
+    b"".join(filt(_no_length(bad, terminated=True), start))
+    assert status[0].startswith("400") and app.calls == 0
+    good = json.dumps({"extra_specs": {KEY: "cheap"}}).encode()
+    b"".join(filt(_no_length(good, terminated=True), start))
+    assert status[1].startswith("200") and app.bodies == [good]
+    # the input is not ended: neither webob nor the filter can read it
+    b"".join(filt(_no_length(bad, terminated=False), start))
+    assert status[2].startswith("200") and app.bodies[-1] == b""
+    huge = b" " * (middleware.MAX_BODY + 5)
+    b"".join(filt(_no_length(huge, terminated=True), start))
+    assert status[3].startswith("413")
