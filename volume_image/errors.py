@@ -212,6 +212,10 @@ class GlanceUnavailable(GlanceError):
     Fix: try again later; check that Glance runs at the endpoint named.
     """
 
+    #: the request timed out (Glance hangs) rather than being refused or
+    #: answered: asking again at once would only wait as long again
+    timed_out = False
+
 
 class GlanceAuthError(GlanceError):
     """Glance (or Keystone) answered 401 or 403.

@@ -572,10 +572,13 @@ def _translate(
             endpoint=endpoint,
         )
     # refused, reset, timed out, TLS: the service cannot be asked now
-    return errors.GlanceUnavailable(
-        f"Glance is unavailable: {what} failed: {describe_failure(exc)}",
+    failure = describe_failure(exc)
+    unavailable = errors.GlanceUnavailable(
+        f"Glance is unavailable: {what} failed: {failure}",
         endpoint=endpoint,
     )
+    unavailable.timed_out = failure == "timed out"
+    return unavailable
 
 
 _KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")

@@ -381,14 +381,16 @@ def _is_retriable(exc: errors.VolumeImageError) -> bool:
 
 def _idempotent(call: Callable[..., T], *args: str) -> T:
     """``call(*args)`` for a GET or DELETE, tried again after
-    :data:`_IDEMPOTENT_DELAYS` while Glance cannot be reached or answers
-    5xx (repeating either changes nothing), then the last error.
+    :data:`_IDEMPOTENT_DELAYS` while Glance refuses connections or answers
+    5xx (repeating either changes nothing), then the last error.  A
+    timeout is not tried again: a Glance that hangs would cost the whole
+    timeout once more each time.
     """
     for delay in _IDEMPOTENT_DELAYS:
         try:
             return call(*args)
         except errors.GlanceUnavailable as exc:
-            if delay is None:
+            if delay is None or exc.timed_out:
                 raise
             LOG.debug("Glance unavailable (%s); again in %.1fs", exc, delay)
             time.sleep(delay)

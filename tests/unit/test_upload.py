@@ -507,3 +507,19 @@ def test_a_brief_outage_of_the_store_list_is_ridden_out(
     glance_mock.get(IMG, json=active())
     result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
     assert result.verified and result.store == "cheap"
+
+
+def test_a_hung_glance_is_not_asked_again_and_again(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+) -> None:
+    glance_mock.get(
+        URL + "/v2/info/stores/detail", exc=requests.exceptions.ReadTimeout
+    )
+    with pytest.raises(errors.GlanceUnavailable, match="timed out") as info:
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert info.value.timed_out
+    asked = [r for r in glance_mock.request_history if "stores" in r.url]
+    assert len(asked) == 1
