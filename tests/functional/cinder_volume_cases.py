@@ -17,10 +17,13 @@ _RPC = re.compile(r" ERROR oslo_messaging\.rpc\.server (?:\[[^\]]*\] )?(.*)")
 _PATH = re.compile(r"/\S*/volume-")
 # oslo.log repeats the exception being handled after an error's message
 _REPEAT = re.compile(r": volume_image\.errors\.\w+: .*$")
+# how a cut connection is worded depends on timing (reset, aborted, ...)
+_CUT = re.compile(r"(Unable to establish connection to \S+): .*$")
 
 
 def _normal(text: str) -> str:
     """Without what differs between runs (ids, ports)."""
+    text = _CUT.sub(r"\1: (the connection was cut)", text)
     text = _PATH.sub(".../volume-", text)
     text = _REQ.sub("req-…", text)
     text = _ID.sub("…", text)
