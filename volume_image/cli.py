@@ -394,6 +394,7 @@ def _make_client(
         adapter,
         use_store_detail=conf[config.GROUP].use_store_detail,
         max_response_bytes=conf[config.GROUP].max_response_bytes,
+        answer_deadline=conf[config.GROUP].answer_deadline,
     )
 
 

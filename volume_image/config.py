@@ -132,6 +132,15 @@ _opts = [
         "is refused as an error instead of filling memory.",
     ),
     cfg.FloatOpt(
+        "answer_deadline",
+        default=120.0,
+        min=1,
+        help="Seconds one answer of Glance may take to arrive whole, "
+        "however slowly it trickles (the per-read timeout alone never "
+        "trips on a server sending a byte a second). Not the upload's own "
+        "data, which takes as long as the volume needs.",
+    ),
+    cfg.FloatOpt(
         "api_timeout",
         default=5.0,
         min=0.1,
@@ -251,6 +260,7 @@ class Settings:
     )
     max_concurrent_uploads: int = 4
     max_response_bytes: int = 16 * 1024 * 1024
+    answer_deadline: float = 120.0
     api_timeout: float = 5.0
     fail_open: bool = False
 

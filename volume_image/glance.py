@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -41,25 +42,48 @@ _MAX_PAGES = 1000
 #: the default cap on one answer's body (see [volume_image]
 #: max_response_bytes): Glance's answers are kilobytes
 DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
+#: see [volume_image] answer_deadline
+DEFAULT_ANSWER_DEADLINE = 120.0
 
 
 class TooLarge(Exception):
     """An answer's body exceeded the cap (see :func:`read_capped`)."""
 
 
-def read_capped(resp: requests.Response, cap: int) -> None:
-    """Read a streamed answer's body, at most ``cap`` bytes, into
-    ``resp`` (``resp.content`` and ``resp.json()`` work afterwards).
+class TooSlow(Exception):
+    """An answer's body did not arrive whole by the deadline."""
+
+
+def read_capped(
+    resp: requests.Response, cap: int, deadline: float | None = None
+) -> None:
+    """Read a streamed answer's body, at most ``cap`` bytes and until the
+    ``time.monotonic()`` ``deadline`` at the latest, into ``resp``
+    (``resp.content`` and ``resp.json()`` work afterwards).
+
+    Each read returns what has arrived (``read1``), so a server that
+    trickles a byte at a time is cut at the deadline, not after it.
 
     :raises TooLarge: the body is longer; the connection is closed.
+    :raises TooSlow: the deadline passed first; the connection is closed.
     """
+    raw = resp.raw
     chunks = []
     total = 0
-    for chunk in resp.iter_content(64 * 1024):
+    while True:
+        try:
+            chunk = raw.read1(64 * 1024, decode_content=True)
+        except AttributeError:  # a test double without read1
+            chunk = raw.read(64 * 1024, decode_content=True)
+        if not chunk:
+            break
         total += len(chunk)
         if total > cap:
             resp.close()
             raise TooLarge(total)
+        if deadline is not None and time.monotonic() > deadline:
+            resp.close()
+            raise TooSlow(total)
         chunks.append(chunk)
     resp._content = b"".join(chunks)
 
@@ -227,8 +251,15 @@ class GlanceClient:
         use_store_detail: bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE,
         request_timeout: float | None = None,
+        answer_deadline: float = DEFAULT_ANSWER_DEADLINE,
     ) -> None:
         self.adapter = adapter
+        #: seconds one answer may take to arrive whole
+        self._answer_deadline = (
+            answer_deadline
+            if request_timeout is None
+            else min(answer_deadline, request_timeout)
+        )
         #: on an API's request path: each request's timeout, and no retry
         #: of any kind (a hung Glance must not hold a worker for long)
         self._request_timeout = request_timeout
@@ -273,6 +304,7 @@ class GlanceClient:
             use_store_detail=conf[config.GROUP].use_store_detail,
             max_response_bytes=conf[config.GROUP].max_response_bytes,
             request_timeout=request_timeout,
+            answer_deadline=conf[config.GROUP].answer_deadline,
         )
 
     @property
@@ -305,6 +337,7 @@ class GlanceClient:
             kwargs.setdefault("timeout", self._request_timeout)
             kwargs["connect_retries"] = 0
             kwargs["status_code_retries"] = 0
+        started = time.monotonic()
         try:
             resp = self.adapter.request(
                 path,
@@ -316,7 +349,14 @@ class GlanceClient:
                 stream=True,
                 **kwargs,
             )
-            read_capped(resp, self._max_bytes)
+            read_capped(resp, self._max_bytes, started + self._answer_deadline)
+        except TooSlow as exc:
+            raise errors.GlanceUnavailable(
+                f"Glance is unavailable: {what}: its answer did not arrive "
+                f"whole within {self._answer_deadline:g} s ([volume_image] "
+                "answer_deadline)",
+                endpoint=self.endpoint,
+            ) from exc
         except TooLarge as exc:
             raise errors.GlanceRequestError(
                 f"{what}: Glance's answer is longer than {self._max_bytes} "

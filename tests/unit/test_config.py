@@ -12,6 +12,7 @@ ROOT = Path(__file__).parent.parent.parent
 SAMPLE = ROOT / "doc" / "source" / "_static" / "volume_image.conf.sample"
 
 OUR_OPTS = [
+    "answer_deadline",
     "api_timeout",
     "chunk_size",
     "conversion_dir",

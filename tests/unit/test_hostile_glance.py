@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -36,6 +37,18 @@ class Hostile(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "http://127.0.0.2:9/steal")
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return
+        if self.server.mode == "trickle":  # type: ignore[attr-defined]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(600):  # a byte every 10 ms, for 6 s
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.01)
+            except OSError:
+                return
             return
         if self.server.mode == "endless":  # type: ignore[attr-defined]
             self.send_response(200)
@@ -146,3 +159,19 @@ def test_terminal_sequences_are_shown_escaped(
     assert cli.main([*args, "--format", "json"], out=out, err=err) == 0
     doc = json.loads(out.getvalue())
     assert doc["stores"][0]["description"] == ESCAPES
+
+
+def test_a_trickling_answer_is_cut_at_the_deadline(
+    hostile: http.server.ThreadingHTTPServer,
+) -> None:
+    """A byte every 10 ms never trips a read timeout; the deadline does."""
+    hostile.mode = "trickle"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{hostile.server_address[1]}"
+    slow = glance.GlanceClient(
+        adapter.Adapter(session.Session(timeout=10), endpoint_override=url),
+        answer_deadline=1.0,
+    )
+    t0 = time.monotonic()
+    with pytest.raises(errors.GlanceUnavailable, match="answer_deadline"):
+        slow.get_store_catalog()
+    assert time.monotonic() - t0 < 3

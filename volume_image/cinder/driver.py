@@ -336,6 +336,7 @@ def _glance_client(
         adapter,
         use_store_detail=settings.use_store_detail,
         max_response_bytes=settings.max_response_bytes,
+        answer_deadline=settings.answer_deadline,
     )
 
 
