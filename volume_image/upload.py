@@ -469,17 +469,32 @@ class Uploader:
         try:
             return self.validator.check_store(store_id, key)
         except errors.UnknownStore as exc:
-            for _ in range(_STORE_ASKS - 1):
-                fresh = self.cache.get(refresh=True)
-                found = fresh.get(store_id)
-                if found is not None:
-                    LOG.warning(
-                        "store %r: one answer of Glance did not list it, "
-                        "another does: the Glance nodes disagree",
-                        store_id,
-                    )
-                    return stores.check_store_id(store_id, fresh, key)
-            raise exc from None
+            fresh = self._ask_for_store(store_id, _STORE_ASKS - 1)
+            if fresh.get(store_id) is None:
+                raise exc from None
+            LOG.warning(
+                "store %r: one answer of Glance did not list it, another "
+                "does: the Glance nodes disagree",
+                store_id,
+            )
+            return stores.check_store_id(store_id, fresh, key)
+
+    def _ask_for_store(
+        self, store_id: str | None, asks: int = _STORE_ASKS
+    ) -> stores.StoreCatalog:
+        """Fresh store lists, up to ``asks`` of them, until one lists
+        ``store_id``: a load balancer sends each request to the next
+        Glance node, and nodes mid-way through a config change disagree.
+
+        :returns: the list that names the store, or the last one asked.
+        :raises GlanceError: Glance cannot be asked.
+        """
+        catalog = self.cache.get(refresh=True)
+        for _ in range(asks - 1):
+            if store_id is None or catalog.get(store_id) is not None:
+                break
+            catalog = self.cache.get(refresh=True)
+        return catalog
 
     def upload(
         self,
@@ -818,16 +833,10 @@ class Uploader:
         """
         if not isinstance(exc, errors.UnknownStore) or store_id is None:
             return False
-        listed = False
-        # a load balancer sends each request to the next node: ask more
-        # than one before believing the store is gone
-        for _ in range(_STORE_ASKS):
-            try:
-                listed = self.cache.get(refresh=True).get(store_id) is not None
-            except errors.GlanceError:
-                return False
-            if listed:
-                break
+        try:
+            listed = self._ask_for_store(store_id).get(store_id) is not None
+        except errors.GlanceError:
+            return False
         if listed:
             LOG.warning(
                 "Glance refused store %r, but GET /v2/info/stores lists "
@@ -964,15 +973,10 @@ class Uploader:
         """Glance refused the store: say which stores are valid now, or
         that the Glance nodes disagree when another one lists it.
         """
-        catalog = None
-        for _ in range(_STORE_ASKS):
-            try:
-                catalog = self.cache.get(refresh=True)
-            except errors.GlanceError:
-                return
-            if store_id is None or catalog.get(store_id) is not None:
-                break
-        assert catalog is not None
+        try:
+            catalog = self._ask_for_store(store_id)
+        except errors.GlanceError:
+            return
         if store_id is not None and catalog.get(store_id) is not None:
             exc.hints.append(
                 "The Glance nodes disagree: another node lists store "
