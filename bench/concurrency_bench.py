@@ -22,7 +22,6 @@ Writes ``bench/results/concurrency.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -30,26 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from bench.upload_bench import _api, _sha512_floor
 from volume_image.testing import launcher
 
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-def _api(url: str, method: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(  # noqa: S310 - loopback Glance
-        url + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req) as resp:  # noqa: S310
-        text = resp.read()
-    return json.loads(text) if text else {}
 
 
 def _command(method: str, url: str, path: Path) -> tuple[list[str], str]:
@@ -119,16 +105,6 @@ def _round(method: str, n: int, url: str, path: Path) -> dict[str, float]:
     }
 
 
-def _hash_floor(path: Path) -> float:
-    """CPU-s per GiB of one sha512 pass over the file (page cache warm)."""
-    digest = hashlib.sha512()
-    t0 = time.process_time()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            digest.update(chunk)
-    return (time.process_time() - t0) / (path.stat().st_size / GiB)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -149,7 +125,7 @@ def main() -> None:
     runs: list[dict] = []
     try:
         glance.start()
-        floor = _hash_floor(data)
+        floor = _sha512_floor(data)
         for r in range(args.rounds):
             for n in counts:
                 order = ["curl", "ours", "ours-nv"]
