@@ -167,19 +167,37 @@ class Stack:
         volume = self.volume(backend, specs, mib)
         t0 = time.monotonic()
         image_id = self.upload(volume, disk_format, container_format)
+        outcome = self.settle(
+            volume,
+            image_id,
+            checksum=(disk_format, container_format) == ("raw", "bare"),
+            t0=t0,
+        )
+        return volume, image_id, outcome
+
+    def settle(
+        self,
+        volume: Volume,
+        image_id: str,
+        *,
+        checksum: bool = True,
+        t0: float | None = None,
+    ) -> cases.Outcome:
+        """Wait for the upload to end; what became of the volume and the
+        image (the reason from the log when the image is not active).
+        """
         after = self.finish(volume)
         image = self.image(image_id)
-        outcome = cases.Outcome.of(
+        active = bool(image and image["status"] == "active")
+        return cases.Outcome.of(
             after,
             image,
-            None if image and image["status"] == "active" else
-            self.reason(volume, image_id),
-            md5_ok=None
-            if (disk_format, container_format) != ("raw", "bare")
-            else bool(image and image.get("checksum") == volume.md5),
-            seconds=time.monotonic() - t0,
-        )  # fmt: skip
-        return volume, image_id, outcome
+            None if active else self.reason(volume, image_id),
+            md5_ok=bool(image and image.get("checksum") == volume.md5)
+            if checksum
+            else None,
+            seconds=0.0 if t0 is None else time.monotonic() - t0,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -392,16 +410,7 @@ def test_store_removed_from_glance(stack: Stack) -> None:
     try:
         outcomes = []
         for volume in prepared:
-            image_id = stack.upload(volume)
-            after = stack.finish(volume)
-            image = stack.image(image_id)
-            outcomes.append(cases.Outcome.of(
-                after, image,
-                None if image and image["status"] == "active"
-                else stack.reason(volume, image_id),
-                md5_ok=bool(image and image.get("checksum") == volume.md5),
-                seconds=0,
-            ))  # fmt: skip
+            outcomes.append(stack.settle(volume, stack.upload(volume)))
     finally:
         glance.stop()
         glance.without = []
@@ -438,15 +447,7 @@ def test_glance_killed_mid_upload(stack: Stack) -> None:
         glance.kill()
         time.sleep(2)
         glance.start()
-        after = stack.finish(volume)
-        image = stack.image(image_id)
-        outcomes.append(cases.Outcome.of(
-            after, image,
-            None if image and image["status"] == "active"
-            else stack.reason(volume, image_id),
-            md5_ok=bool(image and image.get("checksum") == volume.md5),
-            seconds=0,
-        ))  # fmt: skip
+        outcomes.append(stack.settle(volume, image_id))
     _RESULTS["Glance killed mid-upload, back 2 s later"] = (
         outcomes[0],
         outcomes[1],
