@@ -175,16 +175,7 @@ def ensure_qemu_img() -> str:
     found = shutil.which("qemu-img")
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(
-            "qemu-img is missing: install the qemu-utils package"
-        )
-    _say("installing qemu-utils (apt-get)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "qemu-utils"], check=True, env=env
-    )
+    _apt_install("qemu-utils")
     found = shutil.which("qemu-img")
     if not found:
         raise RuntimeError("qemu-utils installed but qemu-img not found")
@@ -205,28 +196,7 @@ def ensure_rabbitmq() -> Path:
     """
     if RABBITMQ_SERVER.exists():
         return RABBITMQ_SERVER
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(
-            "RabbitMQ is missing: install the rabbitmq-server package"
-        )
-    _say("installing rabbitmq-server (apt-get)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    # another apt may hold the dpkg lock: wait for it instead of failing
-    subprocess.run(
-        [
-            "apt-get",
-            "-o",
-            "DPkg::Lock::Timeout=900",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "rabbitmq-server",
-        ],
-        check=True,
-        env=env,
-    )
+    _apt_install("rabbitmq-server")
     if not RABBITMQ_SERVER.exists():
         raise RuntimeError(
             f"rabbitmq-server installed but {RABBITMQ_SERVER} not found"
