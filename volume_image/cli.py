@@ -42,6 +42,7 @@ from volume_image import (
     clouds,
     config,
     convert,
+    deadline,
     errors,
     glance,
     specs,
@@ -866,7 +867,10 @@ def main(
     func: Callable[[Context], int] = args.func
     try:
         ctx = Context(args, _load_conf(args.config_file), out, err)
-        return func(ctx)
+        # every command is one operation on Glance; an upload's own data
+        # flow is paused out of it (see volume_image.deadline)
+        with deadline.within(ctx.settings.operation_deadline):
+            return func(ctx)
     except UsageError as exc:
         print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return EXIT_USAGE

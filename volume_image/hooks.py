@@ -38,7 +38,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from volume_image import config, errors, glance, specs, validation
+from volume_image import config, deadline, errors, glance, specs, validation
 
 __all__ = ["ExtraSpecsHook"]
 
@@ -69,10 +69,17 @@ class ExtraSpecsHook:
     """
 
     def __init__(
-        self, validator: validation.Validator, *, fail_open: bool = False
+        self,
+        validator: validation.Validator,
+        *,
+        fail_open: bool = False,
+        budget: float | None = None,
     ) -> None:
         self.validator = validator
         self.fail_open = fail_open
+        #: seconds one check may spend asking Glance, all requests
+        #: together (the store list may take two: detail, then basic)
+        self.budget = budget
 
     @classmethod
     def from_conf(
@@ -96,7 +103,11 @@ class ExtraSpecsHook:
         cache = validation.StoreCatalogCache(
             client.get_store_catalog, ttl=settings.store_cache_ttl
         )
-        return cls(validation.Validator(cache), fail_open=settings.fail_open)
+        return cls(
+            validation.Validator(cache),
+            fail_open=settings.fail_open,
+            budget=settings.api_timeout,
+        )
 
     def check(self, extra_specs: Mapping[str, Any]) -> None:
         """Raise if ``extra_specs`` must not be stored.
@@ -114,7 +125,11 @@ class ExtraSpecsHook:
         key = split.original_keys[specs.STORE_ID_KEY]
         value = split.store_id
         try:
-            self.validator.check_store(value, key)
+            if self.budget is None:
+                self.validator.check_store(value, key)
+            else:
+                with deadline.within(self.budget):
+                    self.validator.check_store(value, key)
         except errors.MultiStoreDisabled:
             raise
         except errors.GlanceError as exc:
