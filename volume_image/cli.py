@@ -883,7 +883,7 @@ def main(
     except errors.VolumeImageError as exc:
         if args.debug:
             traceback.print_exc(file=err)
-        print(f"{PROG}: error: {printable(str(exc))}", file=err)
+        print(f"{PROG}: error: {printable(exc.details())}", file=err)
         return exc.exit_code
 
 

@@ -25,9 +25,10 @@ A sketch of the call in Cinder's ``types_extra_specs`` controller::
         try:
             _STORE_HOOK.check(specs)
         except volume_image.VolumeImageError as exc:
-            # exc.message: str(exc) adds Glance's endpoint, for logs
-            raise webob.exc.status_map[exc.http_status](
-                explanation=exc.message)
+            # str(exc): the message for the caller; exc.details() adds
+            # Glance's endpoint and request id, for the log
+            raise webob.exc.status_map[exc.api_status](
+                explanation=str(exc))
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ class ExtraSpecsHook:
     :meth:`check` returns nothing when the specs may be stored and raises
     otherwise:
 
-    * :class:`~volume_image.errors.SpecError` (``http_status`` 400): an
-      invalid, reserved, unknown or read-only store, or an
-      ``image_service:`` key that is mistyped or not lower-case;
-    * :class:`~volume_image.errors.MultiStoreDisabled` (400): Glance has
-      no multi-store, so no store can be named;
+    * :class:`~volume_image.errors.SpecError` (``api_status`` 400): an
+      invalid, reserved, unknown or read-only store, an
+      ``image_service:`` key that is mistyped or not lower-case, or
+      (:class:`~volume_image.errors.MultiStoreDisabled`) any store on a
+      Glance without multi-store;
     * :class:`~volume_image.errors.StoreCheckUnavailable` (503): a store
       is named and Glance cannot be asked.  With ``fail_open`` the write
       is let through instead, with a logged warning.
@@ -130,20 +131,21 @@ class ExtraSpecsHook:
             else:
                 with deadline.within(self.budget):
                     self.validator.check_store(value, key)
-        except errors.MultiStoreDisabled:
-            raise
         except errors.GlanceError as exc:
             if self.fail_open:
                 LOG.warning(
-                    "fail_open: %s=%r stored unchecked: %s", key, value, exc
+                    "fail_open: %s=%r stored unchecked: %s",
+                    key,
+                    value,
+                    exc.details(),
                 )
                 return
-            LOG.error("cannot check %s=%r: %s", key, value, exc)
-            # exc.message, not str(exc): the API's caller need not learn
+            LOG.error("cannot check %s=%r: %s", key, value, exc.details())
+            # str(exc), not details(): the API's caller need not learn
             # Glance's internal endpoint; the log has it
             raise errors.StoreCheckUnavailable(
                 f"cannot check {key}={value!r} now: the Glance store list "
-                f"is unavailable ({exc.message}). Nothing was stored; try "
+                f"is unavailable ({exc}). Nothing was stored; try "
                 "again when Glance answers.",
                 status_code=exc.status_code,
                 request_id=exc.request_id,
