@@ -4,6 +4,9 @@ with Glance multi-store.
 The public API is what ``__all__`` lists; everything else may change.
 """
 
+from importlib import metadata
+
+from volume_image import errors
 from volume_image.config import Settings, list_opts, register_opts
 from volume_image.errors import (
     GlanceError,
@@ -15,24 +18,33 @@ from volume_image.glance import GlanceClient
 from volume_image.hooks import ExtraSpecsHook
 from volume_image.specs import SplitSpecs, split_extra_specs
 from volume_image.stores import StoreCatalog, StoreInfo
+from volume_image.upload import ImageMeta, Source, Uploader, UploadResult
 from volume_image.validation import StoreCatalogCache, Validator
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("volume_image")
+except metadata.PackageNotFoundError:  # imported from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "ExtraSpecsHook",
     "GlanceClient",
     "GlanceError",
+    "ImageMeta",
     "Settings",
+    "Source",
     "SpecError",
     "SplitSpecs",
     "StoreCatalog",
     "StoreCatalogCache",
     "StoreInfo",
     "UploadError",
+    "UploadResult",
+    "Uploader",
     "Validator",
     "VolumeImageError",
     "__version__",
+    "errors",
     "list_opts",
     "register_opts",
     "split_extra_specs",

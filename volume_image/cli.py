@@ -760,6 +760,7 @@ def cmd_upload(ctx: Context) -> int:
     if show is None:
         show = ctx.err.isatty()
     uploader = upload.Uploader(ctx.client, ctx.settings)
+    uploader.remove_stale_workdirs()
     cancel = threading.Event()
     outcome: dict[str, Any] = {}
 

@@ -32,7 +32,6 @@ __all__ = [
     "check_store_id",
     "check_store_id_syntax",
     "parse_stores",
-    "resolve_store",
 ]
 
 RESERVED_PREFIX = "os_glance_"
@@ -352,19 +351,3 @@ def check_store_id(
             value=store_id,
         )
     return store
-
-
-def resolve_store(
-    store_id: str | None, catalog: StoreCatalog
-) -> StoreInfo | None:
-    """Return the store an upload goes to.
-
-    :param store_id: the named store, or None for Glance's default.
-    :param catalog: what Glance offers.
-    :returns: the store, or None when Glance has no multi-store and none
-        was named (a plain upload).
-    :raises SpecError: a named store fails :func:`check_store_id`.
-    """
-    if store_id is not None:
-        return check_store_id(store_id, catalog)
-    return catalog.default

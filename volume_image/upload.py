@@ -233,7 +233,6 @@ class MeteredBody:
         hash_algo: str | None,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
-        chunk_filter: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._f = fileobj
         self.size = size
@@ -243,7 +242,6 @@ class MeteredBody:
         self.sent = 0
         self._progress = progress
         self._cancel = cancel
-        self._filter = chunk_filter
         self._used = False
         self._readinto = True
 
@@ -318,8 +316,7 @@ class MeteredBody:
                     pending = worker.start(self._fill, bufs[turn], ahead)
                 if self._progress is not None:
                     self._progress(self.sent, self.size)
-                # the test seam: what is sent may differ from what is hashed
-                yield self._filter(bytes(chunk)) if self._filter else chunk
+                yield chunk
                 if not ahead:
                     return
 
@@ -359,29 +356,35 @@ def _tags() -> dict[str, str]:
 #: whose algorithm differed, so the next upload hashes the right one once
 _GLANCE_ALGO: dict[str, str] = {}
 
-_SLOTS_LOCK = threading.Lock()
-_SLOTS: dict[int, threading.BoundedSemaphore] = {}
 
-
-def _slots(limit: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore for a concurrency cap."""
-    with _SLOTS_LOCK:
-        if limit not in _SLOTS:
-            _SLOTS[limit] = threading.BoundedSemaphore(limit)
-        return _SLOTS[limit]
-
-
-@contextlib.contextmanager
-def _slot(slots: threading.BoundedSemaphore) -> Iterator[None]:
-    """Hold one upload slot; waiting for it is not waiting on Glance, so
-    it does not count against the deadline.
+class _Slots:
+    """The process's one cap on concurrent uploads (``[volume_image]
+    max_concurrent_uploads``), shared by every :class:`Uploader`; the
+    latest limit set wins (in one service they come from one config).
     """
-    with deadline.paused():
-        slots.acquire()
-    try:
-        yield
-    finally:
-        slots.release()
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.limit = 4
+        self.in_use = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold one slot; waiting for it is not waiting on Glance, so it
+        does not count against the deadline.
+        """
+        with deadline.paused(), self._cond:
+            self._cond.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= 1
+                self._cond.notify_all()
+
+
+_SLOTS = _Slots()
 
 
 def _is_retriable(exc: errors.VolumeImageError) -> bool:
@@ -458,11 +461,16 @@ class Uploader:
             ttl=self.settings.store_cache_ttl,
         )
         self.validator = Validator(self.cache)
-        self._slots = _slots(self.settings.max_concurrent_uploads)
-        # what a killed process left behind would otherwise stay for good
-        convert.sweep_stale_workdirs(self.settings.conversion_dir)
-        #: test seam: applied to each chunk after hashing, before sending
-        self.chunk_filter: Callable[[bytes], bytes] | None = None
+        _SLOTS.limit = self.settings.max_concurrent_uploads
+
+    def remove_stale_workdirs(self) -> list[Path]:
+        """Remove the work directories that processes which are gone left
+        in ``conversion_dir`` (a killed upload's temporary files would
+        otherwise stay for good).  Call it once when a service starts.
+
+        :returns: the directories removed.
+        """
+        return convert.sweep_stale_workdirs(self.settings.conversion_dir)
 
     def resolve_store(
         self,
@@ -594,7 +602,7 @@ class Uploader:
         header_store, target = self.resolve_store(
             extra_specs=extra_specs, store_id=store_id
         )
-        with _slot(self._slots):
+        with _SLOTS.held():
             if image_id is not None:
                 image = self._image(image_id)
                 if image.get("status") != "queued":
@@ -780,7 +788,6 @@ class Uploader:
                     hash_algo=self._stream_algo(),
                     progress=progress,
                     cancel=cancel,
-                    chunk_filter=self.chunk_filter,
                 )
                 image_id = into.image_id
                 try:

@@ -182,21 +182,6 @@ def test_no_multistore_says_so() -> None:
     assert info.value.api_status == 400 and info.value.exit_code == 3
 
 
-@pytest.mark.parametrize(
-    ("store_id", "expected"), [(None, "fast"), ("cheap", "cheap")]
-)
-def test_resolve_store(store_id: str | None, expected: str) -> None:
-    resolved = stores.resolve_store(store_id, catalog())
-    assert resolved is not None and resolved.id == expected
-
-
-def test_resolve_store_without_multistore_is_a_plain_upload() -> None:
-    assert (
-        stores.resolve_store(None, stores.StoreCatalog(multistore=False))
-        is None
-    )
-
-
 def test_control_characters_in_an_id_are_refused() -> None:
     body = b'{"stores": [{"id": "fa\\u001b]0;x\\u0007st", "default": "true"}]}'
     with pytest.raises(errors.BadStoreCatalog, match="control characters"):

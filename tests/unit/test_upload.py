@@ -258,7 +258,12 @@ def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
     mine = convert.make_workdir(str(tmp_path))
     other = tmp_path / "volume_image-notapid"
     other.mkdir()
-    upload.Uploader(mock.Mock(), config.Settings(conversion_dir=str(tmp_path)))
+    uploader = upload.Uploader(
+        mock.Mock(), config.Settings(conversion_dir=str(tmp_path))
+    )
+    # a constructor deletes nothing
+    assert len(list(tmp_path.iterdir())) == 3
+    assert uploader.remove_stale_workdirs() == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [mine.name, other.name]
     )
@@ -523,3 +528,25 @@ def test_a_hung_glance_is_not_asked_again_and_again(
     assert info.value.timed_out
     asked = [r for r in glance_mock.request_history if "stores" in r.url]
     assert len(asked) == 1
+
+
+def test_one_cap_on_concurrent_uploads_per_process() -> None:
+    """Two uploaders (two backends of one cinder-volume) share the cap."""
+    upload.Uploader(mock.Mock(), config.Settings(max_concurrent_uploads=2))
+    upload.Uploader(mock.Mock(), config.Settings(max_concurrent_uploads=1))
+    entered = threading.Event()
+
+    def second() -> None:
+        with upload._SLOTS.held():
+            entered.set()
+
+    try:
+        with upload._SLOTS.held():
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            # one slot in the process, whichever uploader holds it
+            assert not entered.wait(0.3)
+        assert entered.wait(5)
+        waiter.join()
+    finally:
+        upload.Uploader(mock.Mock(), config.Settings())

@@ -55,7 +55,7 @@ from keystoneauth1.loading import session as ks_session_loading
 from oslo_config import cfg
 from oslo_utils import importutils
 
-from volume_image import config, errors, glance, upload
+from volume_image import config, convert, errors, glance, upload
 from volume_image.validation import StoreCatalogCache
 
 __all__ = ["StoreAwareDriver", "driver_opts"]
@@ -131,6 +131,10 @@ class _StoreAwareMixin:
     def do_setup(self, context: Any) -> None:
         super().do_setup(context)  # type: ignore[misc]
         config.register_opts(CONF)
+        # a killed upload's temporary files would otherwise stay for good
+        convert.sweep_stale_workdirs(
+            config.Settings.from_conf(CONF).conversion_dir
+        )
         _install_seam()
         _BACKENDS[self.host] = self
         LOG.info(
