@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from volume_image import errors, specs, stores
+from volume_image import errors, stores, validation
 
 __all__ = ["Finding", "VolumeType", "audit", "parse_volume_types"]
 
@@ -83,12 +83,14 @@ def audit(
 def _check(
     types: Iterable[VolumeType], catalog: stores.StoreCatalog
 ) -> list[Finding]:
+    # the one validator, over the list fetched beforehand (no I/O here)
+    validator = validation.Validator(
+        validation.StoreCatalogCache.fixed(catalog)
+    )
     findings = []
     for vtype in types:
         try:
-            specs.validate_extra_specs(
-                vtype.extra_specs, lambda: catalog, strict_case=True
-            )
+            validator.validate_extra_specs(vtype.extra_specs, strict_case=True)
         except errors.SpecError as exc:
             findings.append(_finding(vtype, exc, exc.key, exc.value))
     return findings

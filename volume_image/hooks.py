@@ -127,10 +127,14 @@ class ExtraSpecsHook:
         value = split.store_id
         try:
             if self.budget is None:
-                self.validator.check_store(value, key)
+                self.validator.validate_extra_specs(
+                    extra_specs, strict_case=True
+                )
             else:
                 with deadline.within(self.budget):
-                    self.validator.check_store(value, key)
+                    self.validator.validate_extra_specs(
+                        extra_specs, strict_case=True
+                    )
         except errors.GlanceError as exc:
             if self.fail_open:
                 LOG.warning(

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from volume_image import errors, stores
+from volume_image import errors
 from volume_image.text import shown
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "STORE_ID_KEY",
     "SplitSpecs",
     "split_extra_specs",
-    "validate_extra_specs",
 ]
 
 NAMESPACE = "image_service:"
@@ -129,31 +128,3 @@ def split_extra_specs(
         original[norm] = key
         image_service[norm] = value
     return SplitSpecs(backend, image_service, original)
-
-
-def validate_extra_specs(
-    specs: Mapping[str, Any],
-    get_catalog: Callable[[], stores.StoreCatalog],
-    *,
-    strict_case: bool = False,
-) -> SplitSpecs:
-    """Check a whole extra-spec set the way the API hook does.
-
-    Glance is only asked (through ``get_catalog``) when the specs name a
-    store that passes the local rules, so specs without the namespace
-    validate with Glance down.
-
-    :param specs: the extra specs of one write.
-    :param get_catalog: returns the current store catalog; may raise
-        :class:`~volume_image.errors.GlanceError`.
-    :param strict_case: see :func:`split_extra_specs`.
-    :returns: the split specs.
-    :raises SpecError: the first rule that fails.
-    :raises GlanceError: the catalog could not be had.
-    """
-    split = split_extra_specs(specs, strict_case=strict_case)
-    if split.has_store_id:
-        key = split.original_keys[STORE_ID_KEY]
-        stores.check_store_id_syntax(split.store_id, key)
-        stores.check_store_id(split.store_id, get_catalog(), key)
-    return split

@@ -460,7 +460,11 @@ class Uploader:
             lambda: _idempotent(client.get_store_catalog),
             ttl=self.settings.store_cache_ttl,
         )
-        self.validator = Validator(self.cache)
+        # an unknown store is asked about again before the spec is called
+        # wrong: the Glance nodes behind a load balancer may disagree
+        self.validator = Validator(
+            self.cache, asks=_STORE_ASKS, refresh_after=0.0
+        )
         _SLOTS.limit = self.settings.max_concurrent_uploads
 
     def remove_stale_workdirs(self) -> list[Path]:
@@ -490,49 +494,14 @@ class Uploader:
             raise ValueError("give extra_specs or store_id, not both")
         key = specs.STORE_ID_KEY
         if extra_specs is not None:
-            split = specs.split_extra_specs(extra_specs)
+            split = self.validator.validate_extra_specs(extra_specs)
             if split.has_store_id:
                 key = split.original_keys[specs.STORE_ID_KEY]
                 store_id = split.store_id
         if store_id is not None:
-            return store_id, self._check_store(store_id, key)
+            # a warm cache: no second request for what was just checked
+            return store_id, self.validator.check_store(store_id, key)
         return None, self.cache.get().default
-
-    def _check_store(self, store_id: str, key: str) -> stores.StoreInfo:
-        """The validator's check; an unknown store is asked about again
-        (a load balancer sends each request to the next Glance node, and
-        nodes mid-way through a config change disagree) before the spec
-        is called wrong.
-        """
-        try:
-            return self.validator.check_store(store_id, key)
-        except errors.UnknownStore as exc:
-            fresh = self._ask_for_store(store_id, _STORE_ASKS - 1)
-            if fresh.get(store_id) is None:
-                raise exc from None
-            LOG.warning(
-                "store %r: one answer of Glance did not list it, another "
-                "does: the Glance nodes disagree",
-                store_id,
-            )
-            return stores.check_store_id(store_id, fresh, key)
-
-    def _ask_for_store(
-        self, store_id: str | None, asks: int = _STORE_ASKS
-    ) -> stores.StoreCatalog:
-        """Fresh store lists, up to ``asks`` of them, until one lists
-        ``store_id``: a load balancer sends each request to the next
-        Glance node, and nodes mid-way through a config change disagree.
-
-        :returns: the list that names the store, or the last one asked.
-        :raises GlanceError: Glance cannot be asked.
-        """
-        catalog = self.cache.get(refresh=True)
-        for _ in range(asks - 1):
-            if store_id is None or catalog.get(store_id) is not None:
-                break
-            catalog = self.cache.get(refresh=True)
-        return catalog
 
     def upload(
         self,
@@ -909,7 +878,9 @@ class Uploader:
         if not isinstance(exc, errors.UnknownStore) or store_id is None:
             return False
         try:
-            listed = self._ask_for_store(store_id).get(store_id) is not None
+            listed = (
+                self.validator.ask_again(store_id).get(store_id) is not None
+            )
         except errors.GlanceError:
             return False
         if listed:
@@ -1050,7 +1021,7 @@ class Uploader:
         that the Glance nodes disagree when another one lists it.
         """
         try:
-            catalog = self._ask_for_store(store_id)
+            catalog = self.validator.ask_again(store_id)
         except errors.GlanceError:
             return
         if store_id is not None and catalog.get(store_id) is not None:

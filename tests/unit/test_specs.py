@@ -1,8 +1,10 @@
 """Extra specs: the image_service: namespace split and the validator."""
 
+from typing import Any
+
 import pytest
 
-from volume_image import errors, specs, stores
+from volume_image import errors, specs, stores, validation
 
 
 def catalog() -> stores.StoreCatalog:
@@ -79,7 +81,9 @@ def test_glance_is_not_asked_without_a_store() -> None:
     def boom() -> stores.StoreCatalog:
         raise errors.GlanceUnavailable("down")
 
-    split = specs.validate_extra_specs({"volume_backend_name": "lvm"}, boom)
+    split = validator(boom).validate_extra_specs(
+        {"volume_backend_name": "lvm"}
+    )
     assert split.backend == {"volume_backend_name": "lvm"}
 
 
@@ -88,11 +92,18 @@ def test_local_rules_need_no_glance() -> None:
         raise errors.GlanceUnavailable("down")
 
     with pytest.raises(errors.ReservedStore):
-        specs.validate_extra_specs(
-            {"image_service:store_id": "os_glance_tasks_store"}, boom
+        validator(boom).validate_extra_specs(
+            {"image_service:store_id": "os_glance_tasks_store"}
         )
     with pytest.raises(errors.GlanceUnavailable):
-        specs.validate_extra_specs({"image_service:store_id": "cheap"}, boom)
+        validator(boom).validate_extra_specs(
+            {"image_service:store_id": "cheap"}
+        )
+
+
+def validator(fetch: Any) -> validation.Validator:
+    """The one validator, over ``fetch`` (no cache)."""
+    return validation.Validator(validation.StoreCatalogCache(fetch, ttl=0))
 
 
 @pytest.mark.parametrize(
@@ -109,10 +120,11 @@ def test_validate_extra_specs(
     extra: dict[str, object], error: type[Exception] | None
 ) -> None:
     if error is None:
-        assert specs.validate_extra_specs(extra, catalog).store_id == "cheap"
+        split = validator(catalog).validate_extra_specs(extra)
+        assert split.store_id == "cheap"
     else:
         with pytest.raises(error) as info:
-            specs.validate_extra_specs(extra, catalog)
+            validator(catalog).validate_extra_specs(extra)
         # the message names the key as the caller wrote it
         assert next(iter(extra)) in str(info.value)
 

@@ -90,8 +90,11 @@ def test_warm_cache_validation_makes_no_request(
         URL + "/v2/info/stores/detail",
         json={"stores": [{"id": "fast", "default": "true"}, {"id": "cheap"}]},
     )
+    clock = Clock()
     validator = validation.Validator(
-        validation.StoreCatalogCache(client.get_store_catalog, ttl=60)
+        validation.StoreCatalogCache(
+            client.get_store_catalog, ttl=60, clock=clock
+        )
     )
     validator.validate_extra_specs({"image_service:store_id": "cheap"})
     assert rmock.call_count == 1
@@ -101,3 +104,47 @@ def test_warm_cache_validation_makes_no_request(
         with pytest.raises(errors.UnknownStore):
             validator.check_store("nosuch")
     assert rmock.call_count == 1
+    # an unknown store, once the list is older than REFRESH_AFTER: one
+    # more request, so a store added to Glance is accepted at once
+    clock.now += validation.REFRESH_AFTER
+    with pytest.raises(errors.UnknownStore):
+        validator.check_store("nosuch")
+    assert rmock.call_count == 2
+
+
+def test_an_unknown_store_is_asked_about_up_to_asks_times() -> None:
+    lists = [
+        stores.StoreCatalog(stores=(stores.StoreInfo("fast", default=True),)),
+    ] * 3 + [
+        stores.StoreCatalog(
+            stores=(
+                stores.StoreInfo("fast", default=True),
+                stores.StoreInfo("new"),
+            )
+        )
+    ]
+    answers = iter(lists)
+    validator = validation.Validator(
+        validation.StoreCatalogCache(lambda: next(answers), ttl=60),
+        asks=3,
+        refresh_after=0,
+    )
+    # the first list and two fresh ones miss it; the third fresh one has it
+    assert validator.check_store("new").id == "new"
+    strict = validation.Validator(
+        validation.StoreCatalogCache(lambda: lists[0], ttl=60), asks=3
+    )
+    with pytest.raises(errors.UnknownStore):
+        strict.check_store("new")
+
+
+def test_a_fixed_catalog_is_never_fetched_again() -> None:
+    catalog = stores.StoreCatalog(
+        stores=(stores.StoreInfo("fast", default=True),)
+    )
+    validator = validation.Validator(
+        validation.StoreCatalogCache.fixed(catalog), refresh_after=0
+    )
+    with pytest.raises(errors.UnknownStore):
+        validator.check_store("cheap")
+    assert validator.check_store("fast").default
