@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests_mock
+import webob
 
 from volume_image import middleware
 
@@ -20,7 +21,10 @@ KEY = "image_service:store_id"
 
 
 class App:
-    """The next WSGI app: records what reached it."""
+    """The next WSGI app: records what reached it, reading the body with
+    webob as Cinder does (so also a body without Content-Length, when the
+    server sets ``wsgi.input_terminated``), not the way the filter does.
+    """
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
@@ -28,8 +32,9 @@ class App:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         self.calls += 1
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        self.bodies.append(environ["wsgi.input"].read(length))
+        # body_file: what webob decides is readable (Content-Length, or
+        # wsgi.input_terminated), without spooling it to a temporary file
+        self.bodies.append(webob.Request(environ).body_file.read())
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"cinder"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from unittest import mock
 import pytest
 import requests
 import requests_mock
+from keystoneauth1 import adapter, plugin, session
 
 from volume_image import config, convert, errors, glance, upload
 
@@ -77,6 +79,9 @@ class Recorder:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
+        if isinstance(answer, tuple):  # (status, Glance's message)
+            context.status_code = answer[0]
+            return json.dumps({"message": answer[1]})
         context.status_code = answer
         return ""
 
@@ -102,38 +107,77 @@ def test_retry_resends_from_byte_zero(
     assert rec.bodies == [DATA, DATA, DATA]  # whole, every time
 
 
-@pytest.mark.parametrize("status", [400, 409, 410, 413, 415, 500])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        # (a 400 naming the store is retried while the store list names
+        # it: the Glance nodes disagree; see below)
+        (400, errors.GlanceRequestError),
+        (409, errors.ImageStateConflict),
+        (410, errors.ReadOnlyStore),
+        (413, errors.QuotaExceeded),
+        (415, errors.FormatRejected),
+        (500, errors.GlanceUnavailable),
+    ],
+)
 def test_never_retried(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,
     vol: Path,
     status: int,
+    error: type[errors.VolumeImageError],
 ) -> None:
-    rec = Recorder(status)
+    # Glance 33's own messages, where the class depends on them
+    message = {410: "Store cheap is read-only"}.get(status, "no")
+    rec = Recorder((status, message))
     glance_mock.put(IMG + "/file", text=rec)
     glance_mock.get(IMG, json={"status": "queued"})
-    with pytest.raises(errors.VolumeImageError):
+    with pytest.raises(error):
         make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
     assert len(rec.bodies) == 1
     assert glance_mock.request_history[-1].method == "DELETE"
 
 
+class CountingToken(plugin.BaseAuthPlugin):
+    """A token plugin that counts how often it is made to forget its
+    token, and sends a new token after each time.
+    """
+
+    def __init__(self) -> None:
+        self.invalidated = 0
+
+    def get_token(self, session, **kwargs):  # type: ignore[no-untyped-def]
+        return f"token-{self.invalidated}"
+
+    def invalidate(self) -> bool:
+        self.invalidated += 1
+        return True
+
+
 def test_401_reauthenticates_once(
-    glance_mock: requests_mock.Mocker,
-    client: glance.GlanceClient,
-    vol: Path,
+    glance_mock: requests_mock.Mocker, vol: Path
 ) -> None:
+    auth = CountingToken()
+    client = glance.GlanceClient(
+        adapter.Adapter(
+            session.Session(auth=auth, timeout=5), endpoint_override=URL
+        )
+    )
     rec = Recorder(401, 204)
     glance_mock.put(IMG + "/file", text=rec)
     glance_mock.get(IMG, [{"json": {"status": "queued"}}, {"json": active()}])
     result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
     assert result.attempts == 2 and rec.bodies == [DATA, DATA]
+    # the token was dropped once, and the second PUT carried a new one
+    assert auth.invalidated == 1
+    puts = [r for r in glance_mock.request_history if r.method == "PUT"]
+    assert [r.headers["X-Auth-Token"] for r in puts] == ["token-0", "token-1"]
     rec2 = Recorder(401, 401)
     glance_mock.put(IMG + "/file", text=rec2)
     glance_mock.get(IMG, json={"status": "queued"})
     with pytest.raises(errors.GlanceAuthError):
         make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
-    assert len(rec2.bodies) == 2
+    assert len(rec2.bodies) == 2 and auth.invalidated == 2
 
 
 def test_unseekable_source_is_not_retried(
