@@ -272,22 +272,24 @@ def unchanged(
 
 
 def _explain(reason: str, task_message: str, store: str, image_id: str) -> str:
-    """A failure's reason with the task's message, and the remedy for the
-    stale-file trap when the message shows it.
+    """A failed store's reason, with the task's message as an explanation
+    and the remedy for a stale file, which Glance's API never names.
     """
-    if not task_message:
-        return reason
-    text = f"{reason}; the copy task said: {task_message}"
+    text = reason
+    if task_message:
+        # with all_stores_must_succeed false the task says "Copied N MiB"
+        # whatever became of the stores: quoted, never believed
+        text += f"; the copy task said {task_message!r}"
     if any(h in task_message.lower() for h in _STALE_HINTS):
-        text += (
-            ". A stale file made the copy fail (Glance reuses a staging "
-            f"file staging/{image_id} of the right size without checking "
-            "it, and a failed copy leaves its target file behind): every "
-            f"retry to {store} fails until an operator deletes "
-            f"{image_id} from the staging directory and from store "
-            f"{store}'s directory on the Glance host"
-        )
-    return text
+        text += ". This is the stale-file trap"
+    return text + (
+        f". Glance's log for image {image_id} has the cause. If it says "
+        "'Duplicate' or 'os_hash_value ... different', a stale file "
+        f"blocks the copy: an earlier failed copy left {image_id} in store "
+        f"{store}'s directory, or a same-size file staging/{image_id} was "
+        "reused without being checked; every retry fails until an "
+        "operator deletes both on the Glance host"
+    )
 
 
 def copy_to_stores(
