@@ -9,6 +9,8 @@ is refused copy-image (403) by Glance's default policy.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from volume_image import colocation, config, errors, glance, upload
+from volume_image import cli, colocation, config, errors, glance, upload
 from volume_image.testing import launcher
 
 from .conftest import count_requests, make_client
@@ -383,3 +385,33 @@ def test_trap_stale_staging_file(
     )
     assert fixed[0].status == colocation.COPIED
     assert md5(orphan) == md5(volume)
+
+
+def test_cli_reports_each_store(
+    glance_server: launcher.GlanceServer, api: Api, volume: Path
+) -> None:
+    base = api.base(["cheap", "fast"], os.urandom(MiB))
+    common = ["--os-auth-type", "none", "--os-endpoint", glance_server.url]
+    args = [*common, "upload", str(volume), "--name", "co-cli"]
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(
+        [*args, "--base-image", base, "-f", "json"], out=out, err=err
+    )
+    assert code == 0, err.getvalue()
+    doc = json.loads(out.getvalue())
+    assert doc["store"] == "fast"
+    assert doc["colocation"]["copies"] == [
+        {"store": "cheap", "status": "copied", "reason": "", "verified": True}
+    ]
+    assert doc["colocation"]["complete"] is True
+    out = io.StringIO()
+    assert cli.main([*args, "--base-image", base], out=out, err=err) == 0
+    text = out.getvalue()
+    assert f"co-location with base image {base}:" in text
+    assert "uploaded to fast; copied to cheap" in text
+    lines = [line.split() for line in text.splitlines()]
+    assert ["cheap", "copied", "yes"] in lines
+    # without --base-image: no co-location, one store
+    out = io.StringIO()
+    assert cli.main([*args, "-f", "json"], out=out, err=err) == 0
+    assert json.loads(out.getvalue())["colocation"] is None
