@@ -4,6 +4,7 @@ the upload pipeline at the HTTP edge (requests-mock)."""
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,15 @@ import pytest
 import requests_mock
 from oslo_config import cfg
 
-from volume_image import colocation, config, errors, glance, stores, upload
+from volume_image import (
+    cli,
+    colocation,
+    config,
+    errors,
+    glance,
+    stores,
+    upload,
+)
 
 from .conftest import URL
 
@@ -508,4 +517,29 @@ def test_a_changed_image_is_an_integrity_error(
         uploader(client).upload(
             vol, upload.ImageMeta("x"), base_image_ref="b1"
         )
+    assert glance_mock.request_history[-1].method == "DELETE"
+
+
+def test_cli_strict_flag_and_report(
+    glance_mock: requests_mock.Mocker, vol: Path
+) -> None:
+    glance_mock.get(BASE, json={"id": "b1", "stores": "fast,cheap"})
+    glance_mock.post(
+        IMG + "/import",
+        status_code=403,
+        json={"message": "You are not authorized to complete copy_image"},
+    )
+    glance_mock.get(IMG, json=active("fast"))
+    args = ["--os-auth-type", "none", "--os-endpoint", URL, "upload"]
+    args += [str(vol), "--name", "x", "--base-image", "b1"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(args, out=out, err=err) == 0, err.getvalue()
+    assert "uploaded to fast; not copied to cheap: not permitted" in (
+        out.getvalue()
+    )
+    assert not any(r.method == "DELETE" for r in glance_mock.request_history)
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main([*args, "--strict-colocation"], out=out, err=err)
+    assert code == errors.ColocationError.exit_code == 5
+    assert "not permitted" in err.getvalue()
     assert glance_mock.request_history[-1].method == "DELETE"
