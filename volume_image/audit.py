@@ -91,11 +91,6 @@ def _check(
             )
         except errors.SpecError as exc:
             findings.append(_finding(vtype, exc, exc.key, exc.value))
-        except errors.MultiStoreDisabled as exc:
-            key = specs.STORE_ID_KEY
-            findings.append(
-                _finding(vtype, exc, key, vtype.extra_specs.get(key))
-            )
     return findings
 
 

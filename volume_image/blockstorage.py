@@ -72,14 +72,26 @@ def _get(
     adapter: ks_adapter.Adapter, url: str, endpoint: str | None, cap: int
 ) -> Any:
     try:
-        resp = adapter.get(
+        resp = glance.send(
+            adapter,
+            "GET",
             url,
-            raise_exc=False,
             headers={"Accept": "application/json"},
-            redirect=False,
-            stream=True,
+            cap=cap,
+            answer_deadline=glance.DEFAULT_ANSWER_DEADLINE,
         )
-        glance.read_capped(resp, cap)
+    except glance.OutOfTime as exc:
+        raise errors.BlockStorageError(
+            f"gave up before GET {url}: the operation took longer than its "
+            "deadline ([volume_image] operation_deadline)",
+            endpoint=endpoint,
+        ) from exc
+    except glance.TooSlow as exc:
+        raise errors.BlockStorageError(
+            f"the block-storage API is unavailable: GET {url}: its answer "
+            "did not arrive whole in time",
+            endpoint=endpoint,
+        ) from exc
     except glance.TooLarge as exc:
         raise errors.BlockStorageError(
             f"GET {url}: the answer is longer than {cap} bytes "

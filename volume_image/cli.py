@@ -44,6 +44,7 @@ from volume_image import (
     colocation,
     config,
     convert,
+    deadline,
     errors,
     glance,
     specs,
@@ -915,7 +916,10 @@ def main(
     func: Callable[[Context], int] = args.func
     try:
         ctx = Context(args, _load_conf(args.config_file), out, err)
-        return func(ctx)
+        # every command is one operation on Glance; an upload's own data
+        # flow is paused out of it (see volume_image.deadline)
+        with deadline.within(ctx.settings.operation_deadline):
+            return func(ctx)
     except UsageError as exc:
         print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return EXIT_USAGE
@@ -928,7 +932,7 @@ def main(
     except errors.VolumeImageError as exc:
         if args.debug:
             traceback.print_exc(file=err)
-        print(f"{PROG}: error: {printable(str(exc))}", file=err)
+        print(f"{PROG}: error: {printable(exc.details())}", file=err)
         return exc.exit_code
 
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from volume_image import errors, glance, stores
+from volume_image import deadline, errors, glance, stores
 
 __all__ = [
     "COPIED",
@@ -315,7 +315,7 @@ def copy_to_stores(
     :raises UploadCancelled: ``cancel`` was set while waiting.
     :raises GlanceError: Glance could not be asked.
     """
-    deadline = clock() + timeout
+    until = clock() + timeout
     done: dict[str, StoreCopy] = {}
     remaining = list(targets)
     image: dict[str, Any] = {}
@@ -361,7 +361,7 @@ def copy_to_stores(
         image = _wait(
             client,
             image_id,
-            deadline,
+            until,
             cancel,
             clock,
             sleep,
@@ -422,7 +422,7 @@ def copy_to_stores(
 def _wait(
     client: glance.GlanceClient,
     image_id: str,
-    deadline: float,
+    until: float,
     cancel: threading.Event | None,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
@@ -435,12 +435,15 @@ def _wait(
         image = client.get_image(image_id)
         if not wait or not image.get("os_glance_import_task"):
             return image
-        if clock() + delay > deadline:
+        if clock() + delay > until:
             return image
-        if cancel is not None and cancel.wait(delay):
-            raise errors.UploadCancelled("upload cancelled")
-        if cancel is None:
-            sleep(delay)
+        # waiting for Glance's copy is bounded by colocate_timeout, not by
+        # the budget of the requests (see volume_image.deadline)
+        with deadline.paused():
+            if cancel is not None and cancel.wait(delay):
+                raise errors.UploadCancelled("upload cancelled")
+            if cancel is None:
+                sleep(delay)
         delay = min(delay * 1.5, _POLL_MAX)
 
 

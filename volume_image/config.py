@@ -150,6 +150,19 @@ _opts = [
         "data, which takes as long as the volume needs.",
     ),
     cfg.FloatOpt(
+        "operation_deadline",
+        default=300.0,
+        min=1,
+        help="Seconds one operation may spend waiting on Glance, all its "
+        "requests, retries and pauses between them together: a store "
+        "listing or validation, an audit, or the Glance side of an upload "
+        "(creating, checking, verifying and cleaning up the image). "
+        "Sending and converting the volume's data does not count: each "
+        "socket operation of the send is bounded by upload_read_timeout "
+        "instead. Past it, the operation stops as 'Glance is "
+        "unavailable' and cleans up.",
+    ),
+    cfg.FloatOpt(
         "api_timeout",
         default=5.0,
         min=0.1,
@@ -323,6 +336,7 @@ class Settings:
     max_concurrent_uploads: int = 4
     max_response_bytes: int = 16 * 1024 * 1024
     answer_deadline: float = 120.0
+    operation_deadline: float = 300.0
     api_timeout: float = 5.0
     fail_open: bool = False
     colocate_with_base_image: bool = False

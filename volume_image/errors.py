@@ -12,6 +12,8 @@ It branches by what the caller does next::
     |   +-- ReadOnlyStore            the store takes no uploads
     |   +-- UnknownSpecKey           image_service:<typo>
     |   +-- ConflictingSpecKeys      the same key twice, in other cases
+    |   +-- MultiStoreDisabled       this Glance has no enabled_backends:
+    |                                no store can be named there
     |
     +-- GlanceError                  Glance could not be asked, or answered
     |   |                            nonsense (exit 4)
@@ -19,8 +21,6 @@ It branches by what the caller does next::
     |   |                            (HTTP 503)
     |   +-- GlanceAuthError          401/403: fix credentials or roles
     |   +-- BadStoreCatalog          /v2/info/stores answer is unusable
-    |   +-- MultiStoreDisabled       this Glance has no enabled_backends
-    |   |                            (HTTP 400: the spec cannot be honoured)
     |   +-- GlanceRequestError       any other unexpected answer
     |   +-- StoreCheckUnavailable    the API hook could not ask Glance:
     |                                nothing stored, retry (HTTP 503)
@@ -43,10 +43,16 @@ It branches by what the caller does next::
             +-- UnsafeSource         its header names a backing file or
                                      data file, or is not its format
 
-Every error carries the HTTP status an API should answer with
-(:attr:`VolumeImageError.http_status`), the CLI exit code
-(:attr:`VolumeImageError.exit_code`) and, when Glance answered, the
+Every error carries the HTTP status an API answers with when the error
+stops a request (:attr:`VolumeImageError.api_status`; the status *Glance*
+answered, if any, is :attr:`~VolumeImageError.status_code`), the CLI exit
+code (:attr:`VolumeImageError.exit_code`) and, when Glance answered, the
 Glance request id and endpoint.
+
+``str(exc)`` is the message an API may show its caller: what is wrong and
+what to do.  The context only an operator needs (the endpoint, Glance's
+status and request id) is in attributes and in
+:meth:`VolumeImageError.details`, for logs and the command line.
 """
 
 from __future__ import annotations
@@ -93,8 +99,9 @@ class VolumeImageError(Exception):
     :param endpoint: the Glance URL that was asked, if any.
     """
 
-    #: the HTTP status an API answers with when this error stops a request
-    http_status = 500
+    #: the HTTP status an API answers with when this error stops a
+    #: request (not keystoneauth's ``http_status``, which is the remote's)
+    api_status = 500
     #: the exit code of the ``volume-image`` command
     exit_code = 1
 
@@ -116,18 +123,21 @@ class VolumeImageError(Exception):
         self.hints: list[str] = []
 
     def __str__(self) -> str:
-        text = self._base()
-        return " ".join([text, *self.hints])
+        return " ".join([self.message, *self.hints])
 
-    def _base(self) -> str:
+    def details(self) -> str:
+        """The message with the context an operator needs, for logs and
+        the command line: the endpoint and Glance's request id.
+        """
         extra = []
         if self.endpoint:
             extra.append(f"endpoint {self.endpoint}")
         if self.request_id:
             extra.append(f"request id {self.request_id}")
+        text = self.message
         if extra:
-            return f"{self.message} ({', '.join(extra)})"
-        return self.message
+            text = f"{text} ({', '.join(extra)})"
+        return " ".join([text, *self.hints])
 
 
 class SpecError(VolumeImageError):
@@ -136,7 +146,7 @@ class SpecError(VolumeImageError):
     Fix: the message names the key, the value and a valid choice.
     """
 
-    http_status = 400
+    api_status = 400
     exit_code = 3
 
     def __init__(
@@ -199,6 +209,16 @@ class ConflictingSpecKeys(SpecError):
     """
 
 
+class MultiStoreDisabled(SpecError):
+    """Glance runs without multi-store, so no store can be named there.
+
+    It is the spec that cannot be honoured, so it is a spec problem (exit
+    3, HTTP 400), whatever Glance answered.
+
+    Fix: unset the spec, or configure ``enabled_backends`` in Glance.
+    """
+
+
 class GlanceError(VolumeImageError):
     """Glance could not be asked, refused us, or answered nonsense.
 
@@ -206,7 +226,7 @@ class GlanceError(VolumeImageError):
     """
 
     exit_code = 4
-    http_status = 503
+    api_status = 503
 
 
 class GlanceUnavailable(GlanceError):
@@ -227,7 +247,7 @@ class GlanceAuthError(GlanceError):
     asks for (member to upload).
     """
 
-    http_status = 403
+    api_status = 403
 
 
 class BadStoreCatalog(GlanceError):
@@ -238,23 +258,13 @@ class BadStoreCatalog(GlanceError):
     """
 
 
-class MultiStoreDisabled(GlanceError):
-    """Glance runs without multi-store, so no store can be named.
-
-    Fix: configure ``enabled_backends`` in Glance, or unset the spec.
-    """
-
-    # the spec is what cannot be honoured: an API answers "bad request"
-    http_status = 400
-
-
 class GlanceRequestError(GlanceError):
     """Glance answered with a status we have no better class for.
 
     Fix: read Glance's message and its log for the request id given.
     """
 
-    http_status = 502
+    api_status = 502
 
 
 class StoreCheckUnavailable(GlanceError):
@@ -267,7 +277,7 @@ class StoreCheckUnavailable(GlanceError):
     Fix: retry when Glance answers; the API's log has the cause.
     """
 
-    http_status = 503
+    api_status = 503
 
 
 class BlockStorageError(VolumeImageError):
@@ -278,7 +288,7 @@ class BlockStorageError(VolumeImageError):
     """
 
     exit_code = 4
-    http_status = 502
+    api_status = 502
 
 
 class UploadError(VolumeImageError):
@@ -313,7 +323,7 @@ class ImageStateConflict(UploadError):
     Fix: upload into a new image, or one still ``queued``.
     """
 
-    http_status = 409
+    api_status = 409
 
 
 class QuotaExceeded(UploadError):
@@ -322,7 +332,7 @@ class QuotaExceeded(UploadError):
     Fix: raise the quota or ``image_size_cap``, or free the store.
     """
 
-    http_status = 413
+    api_status = 413
 
 
 class FormatRejected(UploadError):
@@ -331,7 +341,7 @@ class FormatRejected(UploadError):
     Fix: use a ``disk_format`` Glance accepts.
     """
 
-    http_status = 415
+    api_status = 415
 
 
 class IntegrityError(UploadError):
@@ -373,7 +383,7 @@ class SourceError(UploadError):
     Fix: check the path and the permissions.
     """
 
-    http_status = 400
+    api_status = 400
 
 
 class UnsafeSource(SourceError):

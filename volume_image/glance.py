@@ -30,7 +30,7 @@ from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
-from volume_image import config, errors, stores
+from volume_image import config, deadline, errors, stores
 from volume_image.text import printable
 
 __all__ = ["CopyAnswer", "GlanceClient", "SizedBody", "from_response"]
@@ -45,6 +45,8 @@ _MAX_PAGES = 1000
 DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
 #: see [volume_image] answer_deadline
 DEFAULT_ANSWER_DEADLINE = 120.0
+# seconds before the first new try of a refused connection (keystoneauth's)
+_CONNECT_RETRY_DELAY = 0.5
 
 
 class TooLarge(Exception):
@@ -355,24 +357,26 @@ class GlanceClient:
             kwargs["status_code_retries"] = 0
         started = time.monotonic()
         try:
-            resp = self.adapter.request(
-                path,
+            resp = send(
+                self.adapter,
                 method,
+                path,
                 headers=headers,
-                raise_exc=False,
-                # a redirect would carry the token to wherever it points
-                redirect=False,
-                stream=True,
+                cap=self._max_bytes,
+                answer_deadline=self._answer_deadline,
                 **kwargs,
             )
-            read_capped(resp, self._max_bytes, started + self._answer_deadline)
+        except OutOfTime as exc:
+            raise _out_of_time(what, self.endpoint) from exc
         except TooSlow as exc:
-            raise errors.GlanceUnavailable(
+            slow = errors.GlanceUnavailable(
                 f"Glance is unavailable: {what}: its answer did not arrive "
-                f"whole within {self._answer_deadline:g} s ([volume_image] "
-                "answer_deadline)",
+                f"whole within {time.monotonic() - started:.3g} s "
+                "([volume_image] answer_deadline)",
                 endpoint=self.endpoint,
-            ) from exc
+            )
+            slow.timed_out = True
+            raise slow from exc
         except TooLarge as exc:
             raise errors.GlanceRequestError(
                 f"{what}: Glance's answer is longer than {self._max_bytes} "
@@ -725,6 +729,94 @@ def _translate(
     )
     unavailable.timed_out = failure == "timed out"
     return unavailable
+
+
+class OutOfTime(Exception):
+    """The operation's deadline (:mod:`volume_image.deadline`) passed."""
+
+
+def send(
+    adapter: ks_adapter.Adapter,
+    method: str,
+    url: str,
+    *,
+    cap: int,
+    answer_deadline: float,
+    connect_retries: int | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """One request to an OpenStack API through ``adapter``, the way every
+    request of ours goes: no redirect followed (it would carry the
+    token), the answer read whole under ``cap`` bytes and within
+    ``answer_deadline`` seconds, everything cut to what is left of the
+    operation's deadline.
+
+    A refused connection is tried again, up to ``connect_retries`` times
+    (the adapter's by default), while the deadline allows.  A timeout
+    never is: keystoneauth would retry it as if refused, each time
+    costing the whole timeout again.
+
+    :raises OutOfTime: the deadline passed before an attempt.
+    :raises TooLarge: see :func:`read_capped`.
+    :raises TooSlow: see :func:`read_capped`.
+    :raises keystoneauth1.exceptions.ClientException: the request failed.
+    :raises requests.RequestException: reading the answer failed.
+    """
+    retries = adapter.connect_retries or 0
+    if connect_retries is not None:
+        retries = connect_retries
+    for attempt in range(retries + 1):
+        left = deadline.remaining()
+        limit = answer_deadline
+        if left is not None:
+            if left <= 0:
+                raise OutOfTime()
+            kwargs["timeout"] = _cut(
+                kwargs.get("timeout") or adapter.session.timeout, left
+            )
+            limit = min(limit, left)
+        started = time.monotonic()
+        try:
+            resp = adapter.request(
+                url,
+                method,
+                raise_exc=False,
+                redirect=False,
+                stream=True,
+                connect_retries=0,
+                **kwargs,
+            )
+        except ks_exc.ConnectFailure:
+            delay = min(_CONNECT_RETRY_DELAY * 2**attempt, 8.0)
+            left = deadline.remaining()
+            if attempt == retries or (left is not None and left < delay):
+                raise
+            LOG.debug("%s %s refused; again in %.1fs", method, url, delay)
+            time.sleep(delay)
+            continue
+        read_capped(resp, cap, started + limit)
+        return resp
+    raise AssertionError("unreachable")
+
+
+def _out_of_time(what: str, endpoint: str | None) -> errors.GlanceUnavailable:
+    """The operation's deadline passed before ``what`` could be sent."""
+    exc = errors.GlanceUnavailable(
+        f"Glance is unavailable: gave up before {what}: the operation "
+        "took longer than its deadline ([volume_image] operation_deadline)",
+        endpoint=endpoint,
+    )
+    exc.timed_out = True
+    return exc
+
+
+def _cut(timeout: Any, left: float) -> Any:
+    """``timeout`` (seconds, a (connect, read) pair, or None for none)
+    made no longer than ``left`` seconds.
+    """
+    if isinstance(timeout, tuple):
+        return tuple(left if t is None else min(t, left) for t in timeout)
+    return left if timeout is None else min(timeout, left)
 
 
 _KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")

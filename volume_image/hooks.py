@@ -25,9 +25,10 @@ A sketch of the call in Cinder's ``types_extra_specs`` controller::
         try:
             _STORE_HOOK.check(specs)
         except volume_image.VolumeImageError as exc:
-            # exc.message: str(exc) adds Glance's endpoint, for logs
-            raise webob.exc.status_map[exc.http_status](
-                explanation=exc.message)
+            # str(exc): the message for the caller; exc.details() adds
+            # Glance's endpoint and request id, for the log
+            raise webob.exc.status_map[exc.api_status](
+                explanation=str(exc))
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from volume_image import config, errors, glance, specs, validation
+from volume_image import config, deadline, errors, glance, specs, validation
 
 __all__ = ["ExtraSpecsHook"]
 
@@ -51,11 +52,11 @@ class ExtraSpecsHook:
     :meth:`check` returns nothing when the specs may be stored and raises
     otherwise:
 
-    * :class:`~volume_image.errors.SpecError` (``http_status`` 400): an
-      invalid, reserved, unknown or read-only store, or an
-      ``image_service:`` key that is mistyped or not lower-case;
-    * :class:`~volume_image.errors.MultiStoreDisabled` (400): Glance has
-      no multi-store, so no store can be named;
+    * :class:`~volume_image.errors.SpecError` (``api_status`` 400): an
+      invalid, reserved, unknown or read-only store, an
+      ``image_service:`` key that is mistyped or not lower-case, or
+      (:class:`~volume_image.errors.MultiStoreDisabled`) any store on a
+      Glance without multi-store;
     * :class:`~volume_image.errors.StoreCheckUnavailable` (503): a store
       is named and Glance cannot be asked.  With ``fail_open`` the write
       is let through instead, with a logged warning.
@@ -69,10 +70,17 @@ class ExtraSpecsHook:
     """
 
     def __init__(
-        self, validator: validation.Validator, *, fail_open: bool = False
+        self,
+        validator: validation.Validator,
+        *,
+        fail_open: bool = False,
+        budget: float | None = None,
     ) -> None:
         self.validator = validator
         self.fail_open = fail_open
+        #: seconds one check may spend asking Glance, all requests
+        #: together (the store list may take two: detail, then basic)
+        self.budget = budget
 
     @classmethod
     def from_conf(
@@ -96,7 +104,11 @@ class ExtraSpecsHook:
         cache = validation.StoreCatalogCache(
             client.get_store_catalog, ttl=settings.store_cache_ttl
         )
-        return cls(validation.Validator(cache), fail_open=settings.fail_open)
+        return cls(
+            validation.Validator(cache),
+            fail_open=settings.fail_open,
+            budget=settings.api_timeout,
+        )
 
     def check(self, extra_specs: Mapping[str, Any]) -> None:
         """Raise if ``extra_specs`` must not be stored.
@@ -114,21 +126,26 @@ class ExtraSpecsHook:
         key = split.original_keys[specs.STORE_ID_KEY]
         value = split.store_id
         try:
-            self.validator.check_store(value, key)
-        except errors.MultiStoreDisabled:
-            raise
+            if self.budget is None:
+                self.validator.check_store(value, key)
+            else:
+                with deadline.within(self.budget):
+                    self.validator.check_store(value, key)
         except errors.GlanceError as exc:
             if self.fail_open:
                 LOG.warning(
-                    "fail_open: %s=%r stored unchecked: %s", key, value, exc
+                    "fail_open: %s=%r stored unchecked: %s",
+                    key,
+                    value,
+                    exc.details(),
                 )
                 return
-            LOG.error("cannot check %s=%r: %s", key, value, exc)
-            # exc.message, not str(exc): the API's caller need not learn
+            LOG.error("cannot check %s=%r: %s", key, value, exc.details())
+            # str(exc), not details(): the API's caller need not learn
             # Glance's internal endpoint; the log has it
             raise errors.StoreCheckUnavailable(
                 f"cannot check {key}={value!r} now: the Glance store list "
-                f"is unavailable ({exc.message}). Nothing was stored; try "
+                f"is unavailable ({exc}). Nothing was stored; try "
                 "again when Glance answers.",
                 status_code=exc.status_code,
                 request_id=exc.request_id,

@@ -169,9 +169,9 @@ class StoreValidationFilter:
                 method,
                 environ.get("PATH_INFO"),
                 environ.get("openstack.request_id", "-"),
-                exc,
+                exc.details(),
             )
-            return _fault(start_response, exc.http_status, _public(exc))
+            return _fault(start_response, exc.api_status, _public(exc))
         return self.app(environ, start_response)
 
     def _check(
@@ -191,7 +191,7 @@ def _public(exc: errors.VolumeImageError) -> str:
     """The error for the API's caller: without Glance's internal endpoint
     (the log line above has it), with Glance's request id if any.
     """
-    text = " ".join([exc.message, *exc.hints])
+    text = str(exc)
     if exc.request_id:
         text += f" (Glance request id {exc.request_id})"
     return text

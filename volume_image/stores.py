@@ -321,6 +321,8 @@ def check_store_id(
             "without multi-store (no enabled_backends), and it ignores the "
             "store of an upload; unset the spec or enable multi-store in "
             "Glance",
+            key=key,
+            value=store_id,
             status_code=404,
         )
     store = catalog.get(store_id)

@@ -32,6 +32,7 @@ from volume_image import (
     colocation,
     config,
     convert,
+    deadline,
     errors,
     glance,
     offload,
@@ -382,6 +383,19 @@ def _slots(limit: int) -> threading.BoundedSemaphore:
         return _SLOTS[limit]
 
 
+@contextlib.contextmanager
+def _slot(slots: threading.BoundedSemaphore) -> Iterator[None]:
+    """Hold one upload slot; waiting for it is not waiting on Glance, so
+    it does not count against the deadline.
+    """
+    with deadline.paused():
+        slots.acquire()
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 def _is_retriable(exc: errors.VolumeImageError) -> bool:
     # connection refused/reset/cut (no status) or 503; never a 500, which
     # Glance also answers for data it could not read
@@ -402,15 +416,31 @@ def _idempotent(call: Callable[..., T], *args: str) -> T:
         try:
             return call(*args)
         except errors.GlanceUnavailable as exc:
-            if delay is None or exc.timed_out:
+            if delay is None or exc.timed_out or _past(delay):
                 raise
             LOG.debug("Glance unavailable (%s); again in %.1fs", exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
 
+def _past(delay: float) -> bool:
+    """Whether sleeping ``delay`` seconds would pass the deadline."""
+    left = deadline.remaining()
+    return left is not None and left < delay
+
+
 def _pause(seconds: float, cancel: threading.Event | None) -> None:
-    """Sleep, but wake up and raise when the upload is cancelled."""
+    """Sleep, but wake up and raise when the upload is cancelled; raise
+    at once when the sleep would pass the operation's deadline.
+    """
+    if _past(seconds):
+        exc = errors.GlanceUnavailable(
+            "Glance is unavailable: the upload gave up, as waiting "
+            f"{seconds:.1f} s more would pass its deadline ([volume_image] "
+            "operation_deadline)"
+        )
+        exc.timed_out = True
+        raise exc
     if cancel is None:
         time.sleep(seconds)
     elif cancel.wait(seconds):
@@ -558,6 +588,35 @@ class Uploader:
         """
         t0 = time.monotonic()
         src = source if isinstance(source, Source) else Source(source)
+        with deadline.within(self.settings.operation_deadline):
+            return self._run(
+                src,
+                meta,
+                extra_specs,
+                store_id,
+                image_id,
+                source_format,
+                base_image_ref,
+                progress,
+                cancel,
+                t0,
+                colocate,
+            )
+
+    def _run(
+        self,
+        src: Source,
+        meta: ImageMeta | None,
+        extra_specs: Mapping[str, Any] | None,
+        store_id: str | None,
+        image_id: str | None,
+        source_format: str,
+        base_image_ref: str | None,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        t0: float,
+        colocate: bool | None,
+    ) -> UploadResult:
         header_store, target = self.resolve_store(
             extra_specs=extra_specs, store_id=store_id
         )
@@ -583,8 +642,12 @@ class Uploader:
         )
         if plan is None or base_image_ref is None:
             return result
+        # the copies are an operation of their own: its requests get a
+        # budget of their own, and its waits are bounded by
+        # colocate_timeout (see colocation.copy_to_stores)
         try:
-            placed = self._colocate(result, plan, base_image_ref, cancel)
+            with deadline.within(self.settings.operation_deadline, fresh=True):
+                placed = self._colocate(result, plan, base_image_ref, cancel)
         except BaseException as exc:
             # strict mode, a changed image or a cancel: all or nothing
             self._cleanup(
@@ -609,7 +672,7 @@ class Uploader:
         t0: float,
     ) -> UploadResult:
         """The upload itself, in one of the process's upload slots."""
-        with self._slots:
+        with _slot(self._slots):
             if image_id is not None:
                 image = self._image(image_id)
                 if image.get("status") != "queued":
@@ -629,9 +692,10 @@ class Uploader:
                 raise ValueError("meta is needed when no image_id is given")
             workdir = convert.make_workdir(self.settings.conversion_dir)
             try:
-                payload = self._prepare(
-                    src, meta, source_format, workdir, cancel
-                )
+                with deadline.paused():
+                    payload = self._prepare(
+                        src, meta, source_format, workdir, cancel
+                    )
                 return self._upload(
                     payload,
                     meta,
@@ -904,14 +968,17 @@ class Uploader:
                 )
                 image_id = into.image_id
                 try:
-                    self.client.upload_image_data(
-                        image_id,
-                        body,
-                        src.size,
-                        store_id=header_store,
-                        timeout=timeout,
-                        base_image_ref=base_image_ref,
-                    )
+                    # the data flow takes what the volume needs; each of
+                    # its socket operations is bounded by the timeout
+                    with deadline.paused():
+                        self.client.upload_image_data(
+                            image_id,
+                            body,
+                            src.size,
+                            store_id=header_store,
+                            timeout=timeout,
+                            base_image_ref=base_image_ref,
+                        )
                     return body, attempt
                 except errors.GlanceAuthError as exc:
                     # the token expired or was revoked before Glance took
@@ -944,6 +1011,13 @@ class Uploader:
                         settings.upload_retry_delay * 2**retries,
                         _RETRY_DELAY_CAP,
                     )
+                    if _past(delay):
+                        exc.hints.append(
+                            "Not tried again: that would pass the "
+                            "upload's deadline ([volume_image] "
+                            "operation_deadline)."
+                        )
+                        raise
                     retries += 1
                     # no promise yet: the image must be usable first
                     LOG.warning(
@@ -1136,9 +1210,10 @@ class Uploader:
                     "again to compute it"
                 )
             try:
-                ours = offload.run(
-                    _digest, src, algo, self.settings.chunk_size
-                )
+                with deadline.paused():
+                    ours = offload.run(
+                        _digest, src, algo, self.settings.chunk_size
+                    )
             except ValueError:
                 return f"{algo} ({field}) is not a digest we can compute"
         if ours != theirs:
@@ -1175,6 +1250,14 @@ class Uploader:
         self, image_id: str, created: bool, exc: BaseException
     ) -> None:
         """Delete what this call made; never anything else."""
+        # its own budget: cleanup must be tried also when the operation's
+        # deadline is what failed it
+        with deadline.within(self.settings.operation_deadline, fresh=True):
+            self._delete_made(image_id, created, exc)
+
+    def _delete_made(
+        self, image_id: str, created: bool, exc: BaseException
+    ) -> None:
         try:
             if not created and not isinstance(exc, errors.IntegrityError):
                 # a caller's image: only while it holds no data

@@ -23,6 +23,7 @@ OUR_OPTS = [
     "hash_algo",
     "max_concurrent_uploads",
     "max_response_bytes",
+    "operation_deadline",
     "store_cache_ttl",
     "upload_read_timeout",
     "upload_retries",

@@ -55,7 +55,7 @@ def test_spec_errors_are_400() -> None:
     for specs in ({KEY: "nosuch"}, {"IMAGE_SERVICE:store_id": "fast"}):
         with pytest.raises(errors.SpecError) as info:
             hook.check(specs)
-        assert info.value.http_status == 400
+        assert info.value.api_status == 400
 
 
 def test_store_added_in_glance_is_found_by_one_refresh() -> None:
@@ -87,7 +87,7 @@ def test_glance_trouble_is_503(cause: errors.GlanceError) -> None:
     hook, _, _ = make_hook([cause])
     with pytest.raises(errors.StoreCheckUnavailable) as info:
         hook.check({KEY: "fast"})
-    assert info.value.http_status == 503
+    assert info.value.api_status == 503
     assert info.value.__cause__ is cause
 
 
@@ -95,7 +95,7 @@ def test_multistore_disabled_stays_400() -> None:
     hook, _, _ = make_hook([errors.MultiStoreDisabled("no multi-store")])
     with pytest.raises(errors.MultiStoreDisabled) as info:
         hook.check({KEY: "fast"})
-    assert info.value.http_status == 400
+    assert info.value.api_status == 400
 
 
 def test_fail_open() -> None:

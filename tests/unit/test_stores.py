@@ -130,7 +130,7 @@ def test_rules(value: object, error: type[Exception], fragment: str) -> None:
         stores.check_store_id(value, catalog())
     assert fragment in str(info.value)
     assert isinstance(info.value, errors.SpecError)
-    assert info.value.http_status == 400 and info.value.exit_code == 3
+    assert info.value.api_status == 400 and info.value.exit_code == 3
 
 
 def test_reserved_is_rejected_even_when_glance_lists_it() -> None:
@@ -176,7 +176,10 @@ def test_no_multistore_says_so() -> None:
     with pytest.raises(errors.MultiStoreDisabled) as info:
         stores.check_store_id("cheap", stores.StoreCatalog(multistore=False))
     assert "without multi-store" in str(info.value)
-    assert info.value.http_status == 400 and info.value.exit_code == 4
+    # the spec is what cannot be honoured: a spec problem
+    assert isinstance(info.value, errors.SpecError)
+    assert not isinstance(info.value, errors.GlanceError)
+    assert info.value.api_status == 400 and info.value.exit_code == 3
 
 
 @pytest.mark.parametrize(

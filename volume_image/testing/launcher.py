@@ -93,6 +93,9 @@ VENVS: dict[str, list[str]] = {
     "cinder": [
         "cinder==29.0.0",
         "uwsgi==2.0.31",
+        # a second WSGI server for cinder-api: unlike uWSGI it reads
+        # chunked request bodies and says so (wsgi.input_terminated)
+        "gunicorn==23.0.0",
     ],
     # the real command-line clients, for tests that drive cinder the way
     # a user does (``cinder upload-to-image``)
@@ -1642,6 +1645,10 @@ class CinderServer(Server):
         pipeline; False runs upstream's pipeline unchanged.
     :param filter_options: paste options of the filter; by default it
         reaches Glance at ``glance_url``.
+    :param wsgi_server: ``"uwsgi"`` (Cinder's own choice in devstack), or
+        ``"gunicorn"``, which passes chunked request bodies (no
+        Content-Length) to the application with ``wsgi.input_terminated``
+        set, as mod_wsgi does with ``WSGIChunkedRequest On``.
     """
 
     name = "cinder-api"
@@ -1656,8 +1663,12 @@ class CinderServer(Server):
         with_filter: bool = True,
         filter_options: dict[str, str] | None = None,
         keystone: KeystoneServer | None = None,
+        wsgi_server: str = "uwsgi",
     ) -> None:
         super().__init__(base, port)
+        if wsgi_server not in ("uwsgi", "gunicorn"):
+            raise ValueError(f"unknown WSGI server {wsgi_server!r}")
+        self.wsgi_server = wsgi_server
         self.glance_url = glance_url
         self.with_filter = with_filter
         #: with a Keystone: auth_strategy = keystone (authtoken and
@@ -1710,8 +1721,28 @@ class CinderServer(Server):
             )
         self._write_conf(values)
         _render("cinder-uwsgi.ini", self.ini, values)
+        _render("cinder_gunicorn_app.py", self.etc / "cinder_app.py", values)
         _render("cinder-api-paste.ini", self.etc / "api-paste.ini", values)
         self._manage_db("cinder-manage", "cinder.conf", "db", "sync")
+
+    def command(self) -> list[str]:
+        if self.wsgi_server == "uwsgi":
+            return super().command()
+        source_root = Path(__file__).resolve().parents[2]
+        return [
+            str(self.venv() / "bin" / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            "1",
+            "--pid",
+            str(self.pidfile),
+            "--pythonpath",
+            f"{self.etc},{source_root}",
+            "--graceful-timeout",
+            "5",
+            "cinder_app:application",
+        ]
 
     def _write_conf(self, values: dict[str, str]) -> None:
         """Write ``etc/cinder.conf``."""

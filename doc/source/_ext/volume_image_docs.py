@@ -91,7 +91,7 @@ class ErrorTable(SphinxDirective):
             lines += [
                 f"   * - {indent}:class:`~volume_image.errors.{cls.__name__}`",
                 f"     - {cls.exit_code}",  # type: ignore[attr-defined]
-                f"     - {cls.http_status}",  # type: ignore[attr-defined]
+                f"     - {cls.api_status}",  # type: ignore[attr-defined]
                 f"     - {cause}",
                 f"     - {fix or '-'}",
             ]
