@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -40,6 +41,7 @@ from volume_image import (
     audit,
     blockstorage,
     clouds,
+    colocation,
     config,
     convert,
     deadline,
@@ -248,6 +250,23 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--image-id",
         metavar="ID",
         help="fill this existing 'queued' image instead of creating one",
+    )
+    p.add_argument(
+        "--base-image",
+        metavar="ID",
+        help="the image the volume was created from: when no store is "
+        "named, the new image goes to every writable store holding it "
+        "(uploaded to one, copied to the others with Glance's "
+        "copy-image; copies use the [volume_image_copy] credentials of "
+        "--config-file when set). An explicit store wins",
+    )
+    p.add_argument(
+        "--strict-colocation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --base-image: fail (exit 5, image deleted) when a "
+        "store was not copied, also when not permitted (default: "
+        "[volume_image] colocate_strict)",
     )
     p.add_argument(
         "--property",
@@ -759,7 +778,15 @@ def cmd_upload(ctx: Context) -> int:
     show = args.progress
     if show is None:
         show = ctx.err.isatty()
-    uploader = upload.Uploader(ctx.client, ctx.settings)
+    settings = ctx.settings
+    if args.strict_colocation is not None:
+        settings = dataclasses.replace(
+            settings, colocate_strict=args.strict_colocation
+        )
+    copy_client = None
+    if args.base_image and args.config_file:
+        copy_client = ctx.client.with_auth_from_conf(ctx.conf)
+    uploader = upload.Uploader(ctx.client, settings, copy_client=copy_client)
     uploader.remove_stale_workdirs()
     cancel = threading.Event()
     outcome: dict[str, Any] = {}
@@ -773,6 +800,8 @@ def cmd_upload(ctx: Context) -> int:
                 store_id=args.store_id,
                 image_id=args.image_id,
                 source_format=args.source_format,
+                base_image_ref=args.base_image,
+                colocate=bool(args.base_image),
                 progress=_ProgressBar(ctx.err) if show else None,
                 cancel=cancel,
             )
@@ -817,7 +846,7 @@ def cmd_upload(ctx: Context) -> int:
     rows = [
         [k, f"{v:.2f}" if isinstance(v, float) else str(v)]
         for k, v in result.as_dict().items()
-        if v is not None
+        if v is not None and k != "colocation"
     ]
     ctx.print(_table(rows, ["field", "value"]))
     ctx.print(
@@ -825,7 +854,27 @@ def cmd_upload(ctx: Context) -> int:
         f"{result.store or '(default)'} in {result.seconds:.2f}s "
         f"({result.throughput / 1e6:.1f} MB/s)"
     )
+    if result.colocation is not None:
+        _print_colocation(ctx, result.colocation, result.verified)
     return done
+
+
+def _print_colocation(
+    ctx: Context, placed: colocation.Colocation, verified: bool
+) -> None:
+    """The per-store report of a co-located upload."""
+    ctx.print()
+    ctx.print(f"co-location with base image {placed.base_image}:")
+    ctx.print(f"  {placed.reason}")
+    rows = [
+        [placed.uploaded_to or "(default)", "uploaded", _yes(verified), ""]
+    ]
+    rows += [
+        [c.store, c.status, _yes(c.verified), c.reason] for c in placed.copies
+    ]
+    rows += [[store, "skipped", "", why] for store, why in placed.skipped]
+    ctx.print(_table(rows, ["store", "outcome", "verified", "reason"]))
+    ctx.print(f"{placed.summary()} ({placed.seconds:.2f}s of copying)")
 
 
 def _load_conf(files: list[str]) -> cfg.ConfigOpts:

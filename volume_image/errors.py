@@ -35,6 +35,8 @@ It branches by what the caller does next::
         +-- QuotaExceeded            413: quota, size cap or store full
         +-- FormatRejected           415: Glance refused the disk format
         +-- IntegrityError           what Glance stored is not what we sent
+        +-- ColocationError          strict co-location: a store of the
+                                     base image did not get the image
         +-- ConversionError          qemu-img failed
         +-- InsufficientSpace        no room to convert
         +-- SourceError              the volume cannot be read
@@ -58,6 +60,7 @@ from __future__ import annotations
 __all__ = [
     "BadStoreCatalog",
     "BlockStorageError",
+    "ColocationError",
     "ConflictingSpecKeys",
     "ConversionError",
     "FormatRejected",
@@ -346,6 +349,17 @@ class IntegrityError(UploadError):
 
     Fix: upload again; if it repeats, check the store's disk and any
     proxy between here and Glance.
+    """
+
+
+class ColocationError(UploadError):
+    """Strict co-location: the image did not reach every writable store
+    of its base image (a copy failed, was not permitted, or did not
+    finish in time); the image was deleted.
+
+    Fix: give the copy credentials ([volume_image_copy]) the admin role,
+    or read the per-store reasons in the message; or turn
+    ``[volume_image] colocate_strict`` off to keep partial results.
     """
 
 

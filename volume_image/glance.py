@@ -14,6 +14,7 @@ mode it drops extra headers such as ``X-Image-Meta-Store``.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import re
@@ -32,7 +33,7 @@ from oslo_config import cfg
 from volume_image import config, deadline, errors, stores
 from volume_image.text import printable
 
-__all__ = ["GlanceClient", "SizedBody", "from_response"]
+__all__ = ["CopyAnswer", "GlanceClient", "SizedBody", "from_response"]
 
 LOG = logging.getLogger(__name__)
 
@@ -236,6 +237,21 @@ def from_response(
             f"Glance is unavailable: {text}", **common
         )
     return errors.GlanceRequestError(text, **common)
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyAnswer:
+    """Glance's answer to a ``copy-image`` import request.
+
+    The statuses that say something about the stores (202 accepted, 400
+    already present, 403/404 not permitted or not visible, 409 busy or
+    impossible) are answers, not errors: the co-location step judges
+    them.  Anything else is raised by :meth:`GlanceClient.request_copy`.
+    """
+
+    status: int
+    message: str = ""
+    request_id: str | None = None
 
 
 class GlanceClient:
@@ -506,6 +522,96 @@ class GlanceClient:
             )
         image: dict[str, Any] = _json(resp, what)
         return image
+
+    def request_copy(
+        self, image_id: str, store_ids: Iterable[str]
+    ) -> CopyAnswer:
+        """``POST /v2/images/{id}/import`` with the ``copy-image`` method.
+
+        ``all_stores_must_succeed`` is false: with true, a failing store
+        reverts the copies made before it, and the stores after it stay
+        in ``os_glance_importing_to_stores`` for good (Glance 33).
+
+        :param image_id: an ``active`` image.
+        :param store_ids: the stores to copy it to.
+        :returns: the answer for 202, 400, 403, 404 and 409.
+        :raises GlanceError: 401, 5xx, unreachable or any other answer.
+        """
+        what = f"POST /v2/images/{image_id}/import"
+        resp = self._request(
+            "POST",
+            f"/v2/images/{image_id}/import",
+            json={
+                "method": {"name": "copy-image"},
+                "stores": list(store_ids),
+                "all_stores_must_succeed": False,
+            },
+        )
+        if resp.status_code in (202, 400, 403, 404, 409):
+            return CopyAnswer(
+                resp.status_code,
+                "" if resp.status_code == 202 else _message(resp),
+                _request_id(resp),
+            )
+        raise from_response(
+            resp, what, endpoint=self.endpoint, image_id=image_id
+        )
+
+    def image_tasks(self, image_id: str) -> list[dict[str, Any]]:
+        """The image's import tasks (``GET /v2/images/{id}/tasks``), as
+        Glance lists them.  For explanations only: a task's status says
+        ``success`` even when every copy failed.
+
+        :raises GlanceError: Glance cannot be asked or refuses.
+        """
+        what = f"GET /v2/images/{image_id}/tasks"
+        resp = self._request("GET", f"/v2/images/{image_id}/tasks")
+        if resp.status_code != 200:
+            raise from_response(
+                resp, what, endpoint=self.endpoint, image_id=image_id
+            )
+        tasks = _json(resp, what).get("tasks")
+        return (
+            [t for t in tasks if isinstance(t, dict)]
+            if isinstance(tasks, list)
+            else []
+        )
+
+    def with_auth_from_conf(
+        self, conf: cfg.ConfigOpts, group: str = config.COPY_GROUP
+    ) -> GlanceClient | None:
+        """A client for the same Glance (session, endpoint, interface,
+        region) with the credentials of ``group``, e.g.
+        ``[volume_image_copy]`` for co-location's copies.
+
+        :returns: None when ``group`` sets no ``auth_type``.
+        :raises GlanceAuthError: the group's auth options are incomplete.
+        """
+        try:
+            auth = ks_loading.load_auth_from_conf_options(conf, group)
+        except ks_exc.ClientException as exc:
+            raise _translate(exc, f"load the [{group}] options") from exc
+        if auth is None:
+            return None
+        base = self.adapter
+        adapter = ks_adapter.Adapter(
+            base.session,
+            auth=auth,
+            service_type=base.service_type or "image",
+            interface=base.interface,
+            region_name=base.region_name,
+            # the upload's Glance, whatever the copy user's catalog says
+            endpoint_override=self.endpoint,
+            connect_retries=base.connect_retries,
+            global_request_id=getattr(base, "global_request_id", None),
+        )
+        return GlanceClient(
+            adapter,
+            use_store_detail=self._use_detail,
+            max_response_bytes=self._max_bytes,
+            request_timeout=self._request_timeout,
+            answer_deadline=self._answer_deadline,
+        )
 
     def delete_image(self, image_id: str) -> bool:
         """Delete an image.

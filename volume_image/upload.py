@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from volume_image import (
+    colocation,
     config,
     convert,
     deadline,
@@ -108,15 +109,26 @@ class UploadResult:
     #: why the image was kept without verification (Glance could not be
     #: asked afterwards), or None
     unverified_reason: str | None = None
+    #: co-location with the base image: where the image went and each
+    #: copy's outcome; None when co-location was not asked for
+    colocation: colocation.Colocation | None = None
 
     @property
     def throughput(self) -> float:
-        """Bytes per second over the whole call."""
+        """Bytes per second of the upload (copies not counted)."""
         return self.size / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The result as a JSON-ready dict."""
-        return dataclasses.asdict(self)
+        doc = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "colocation"
+        }
+        doc["colocation"] = (
+            self.colocation.as_dict() if self.colocation else None
+        )
+        return doc
 
 
 @dataclasses.dataclass
@@ -445,6 +457,9 @@ class Uploader:
     :param settings: the ``[volume_image]`` settings.
     :param cache: a catalog cache to share with validators; one is made
         from ``client`` when not given.
+    :param copy_client: the client for co-location's ``copy-image``
+        requests (credentials of ``[volume_image_copy]``); ``client``
+        when not given.
     """
 
     def __init__(
@@ -453,8 +468,10 @@ class Uploader:
         settings: config.Settings | None = None,
         *,
         cache: StoreCatalogCache | None = None,
+        copy_client: glance.GlanceClient | None = None,
     ) -> None:
         self.client = client
+        self.copy_client = copy_client or client
         self.settings = settings or config.Settings()
         self.cache = cache or StoreCatalogCache(
             lambda: _idempotent(client.get_store_catalog),
@@ -515,6 +532,7 @@ class Uploader:
         base_image_ref: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        colocate: bool | None = None,
     ) -> UploadResult:
         """Upload a volume and return what Glance confirmed.
 
@@ -530,14 +548,20 @@ class Uploader:
             (its names: ``vpc`` for VHD).  A source that is not raw is
             inspected before qemu-img reads it.
         :param base_image_ref: the image the volume was created from,
-            sent to Glance as ``x-openstack-base-image-ref``.
+            sent to Glance as ``x-openstack-base-image-ref``, and the
+            image to co-locate with.
         :param progress: called with (bytes done, bytes total).
         :param cancel: set from another thread to cancel and clean up.
+        :param colocate: put the image in every writable store of
+            ``base_image_ref`` when no store is named (see
+            :mod:`volume_image.colocation`); default ``[volume_image]
+            colocate_with_base_image``.
         :raises SpecError: the store is invalid; nothing was created.
         :raises GlanceError: Glance could not be asked or refused us.
         :raises UploadError: the upload failed and was cleaned up;
             :class:`~volume_image.errors.UnsafeSource` before anything
-            was sent.
+            was sent; :class:`~volume_image.errors.ColocationError` in
+            strict co-location.
         """
         t0 = time.monotonic()
         src = source if isinstance(source, Source) else Source(source)
@@ -553,6 +577,7 @@ class Uploader:
                 progress,
                 cancel,
                 t0,
+                colocate,
             )
 
     def _run(
@@ -567,10 +592,63 @@ class Uploader:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
         t0: float,
+        colocate: bool | None,
     ) -> UploadResult:
         header_store, target = self.resolve_store(
             extra_specs=extra_specs, store_id=store_id
         )
+        if colocate is None:
+            colocate = self.settings.colocate_with_base_image
+        plan = None
+        if colocate and base_image_ref:
+            plan = self._plan(base_image_ref, header_store)
+            if header_store is None and plan.upload_store is not None:
+                header_store = plan.upload_store
+                target = self.cache.get().get(header_store)
+        result = self._upload_locked(
+            src,
+            meta,
+            header_store,
+            target,
+            image_id,
+            source_format,
+            base_image_ref,
+            progress,
+            cancel,
+            t0,
+        )
+        if plan is None or base_image_ref is None:
+            return result
+        # the copies are an operation of their own: its requests get a
+        # budget of their own, and its waits are bounded by
+        # colocate_timeout (see colocation.copy_to_stores)
+        try:
+            with deadline.within(self.settings.operation_deadline, fresh=True):
+                placed = self._colocate(result, plan, base_image_ref, cancel)
+        except BaseException as exc:
+            # strict mode, a changed image or a cancel: all or nothing
+            self._cleanup(
+                result.image_id,
+                image_id is None or isinstance(exc, errors.ColocationError),
+                exc,
+            )
+            raise
+        return dataclasses.replace(result, colocation=placed)
+
+    def _upload_locked(
+        self,
+        src: Source,
+        meta: ImageMeta | None,
+        header_store: str | None,
+        target: stores.StoreInfo | None,
+        image_id: str | None,
+        source_format: str,
+        base_image_ref: str | None,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        t0: float,
+    ) -> UploadResult:
+        """The upload itself, in one of the process's upload slots."""
         with _SLOTS.held():
             if image_id is not None:
                 image = self._image(image_id)
@@ -608,6 +686,112 @@ class Uploader:
                 )
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+    def _plan(self, base_ref: str, explicit: str | None) -> colocation.Plan:
+        """Where an upload co-located with ``base_ref`` goes: the base
+        image is read with the upload's credentials.
+        """
+        catalog = self.cache.get()
+        if explicit is not None:
+            return colocation.plan_targets(
+                base_ref, None, catalog, explicit_store=explicit
+            )
+        base: dict[str, Any] | None = None
+        why = ""
+        try:
+            base = self._image(base_ref)
+        except errors.GlanceAuthError as exc:
+            why = f"is not visible ({exc.status_code})"
+        except errors.GlanceRequestError as exc:
+            if exc.status_code not in (400, 404):
+                raise
+            why = "was not found (or is not visible to the uploader)"
+        plan = colocation.plan_targets(
+            base_ref, base, catalog, unknown_reason=why
+        )
+        LOG.info("co-location with image %s: %s", base_ref, plan.reason)
+        return plan
+
+    def _colocate(
+        self,
+        result: UploadResult,
+        plan: colocation.Plan,
+        base_ref: str,
+        cancel: threading.Event | None,
+    ) -> colocation.Colocation:
+        """Copy the uploaded image to the plan's other stores, judge and
+        verify each from what Glance reports.
+
+        :raises IntegrityError: the image's size or digests changed.
+        :raises ColocationError: strict mode and a store was not copied.
+        """
+        t0 = time.monotonic()
+        if not plan.copy_to:
+            return colocation.Colocation(
+                base_image=base_ref,
+                uploaded_to=result.store,
+                reason=plan.reason,
+                skipped=plan.skipped,
+            )
+        image_id = result.image_id
+        if result.verified:
+            before: dict[str, Any] = {
+                "size": result.size,
+                "checksum": result.checksum,
+                "os_hash_algo": result.os_hash_algo,
+                "os_hash_value": result.os_hash_value,
+            }
+        else:
+            before = self._image(image_id)
+        copies, image = colocation.copy_to_stores(
+            self.copy_client,
+            image_id,
+            plan.copy_to,
+            timeout=self.settings.colocate_timeout,
+            cancel=cancel,
+        )
+        # what the copies prove is what Glance reports afterwards: the
+        # image is the same one (copy-image hashes what it writes and
+        # fails on a mismatch) and lists each store
+        image = self._image(image_id)
+        changed = colocation.unchanged(before, image)
+        if changed:
+            raise errors.IntegrityError(
+                f"image {image_id} changed while it was copied: "
+                + "; ".join(changed)
+                + ". It has been deleted.",
+                image_id=image_id,
+            )
+        held = colocation.store_list(image.get("stores"))
+        copies = [
+            dataclasses.replace(c, verified=c.store in held)
+            if c.status == colocation.COPIED
+            else c
+            for c in copies
+        ]
+        placed = colocation.Colocation(
+            base_image=base_ref,
+            uploaded_to=result.store,
+            reason=plan.reason,
+            copies=tuple(copies),
+            skipped=plan.skipped,
+            seconds=time.monotonic() - t0,
+        )
+        LOG.info("image %s: %s", image_id, placed.summary())
+        if self.settings.colocate_strict and not placed.complete:
+            reasons = "; ".join(
+                f"{c.store}: {c.status} ({c.reason})"
+                for c in copies
+                if c.status != colocation.COPIED
+            )
+            raise errors.ColocationError(
+                f"image {image_id} did not reach every store of base image "
+                f"{base_ref} ({placed.summary()}): {reasons}. Strict "
+                "co-location ([volume_image] colocate_strict): it has been "
+                "deleted.",
+                image_id=image_id,
+            )
+        return placed
 
     def _prepare(
         self,

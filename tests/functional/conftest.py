@@ -115,6 +115,9 @@ def cinder_stack(
     driver as it is; ``ours`` runs it wrapped by volume_image's
     StoreAwareDriver, switched on by its two cinder.conf lines.
 
+    Co-location with the base image is on; it only acts on a volume
+    whose glance metadata names an image.
+
     The API runs upstream's pipeline (no store_validation filter), so a
     test can give a type a store that the filter would refuse, as a type
     made before the filter was installed, or before Glance changed, has.
@@ -127,8 +130,14 @@ def cinder_stack(
         ours_driver="volume_image.cinder.driver.StoreAwareDriver",
         ours_wrapped_driver=launcher.FILE_DRIVER,
         with_filter=False,
-        # test_cinder_volume_real's CAP
-        sections={"volume_image": {"max_concurrent_uploads": "2"}},
+        sections={
+            "volume_image": {
+                # test_cinder_volume_real's CAP
+                "max_concurrent_uploads": "2",
+                # acts only on volumes with a base image (glance metadata)
+                "colocate_with_base_image": "true",
+            }
+        },
     )
     _start(server)
     yield server

@@ -477,6 +477,52 @@ def test_base_image_ref_comes_from_the_volumes_glance_metadata(
     assert image is not None and image["status"] == "active"
 
 
+def test_colocates_with_a_base_image_in_cheap_only(stack: Stack) -> None:
+    """Co-location is on in this stack: a volume whose glance metadata
+    names a base image held by ``cheap`` only, and whose type names no
+    store, is uploaded to ``cheap``, not to the default store (Glance
+    itself ignores Cinder's x-openstack-base-image-ref).
+    """
+    made = requests.post(
+        f"{stack.glance.url}/v2/images",
+        json={
+            "name": "base",
+            "disk_format": "raw",
+            "container_format": "bare",
+        },
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    base = made.json()["id"]
+    put = requests.put(
+        f"{stack.glance.url}/v2/images/{base}/file",
+        data=PATTERN,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Image-Meta-Store": "cheap",
+        },
+        timeout=60,
+    )
+    assert put.status_code == 204, put.text
+    volume = stack.volume("ours", {}, 4)
+    stack.rest.call(
+        "POST",
+        f"/volumes/{volume.id}/action",
+        {"os-set_image_metadata": {"metadata": {"image_id": base}}},
+    )
+    image_id = stack.upload(volume)
+    assert stack.finish(volume)["status"] == "available"
+    image = stack.image(image_id)
+    assert image is not None and image["status"] == "active"
+    assert image["stores"] == "cheap"
+    assert image["checksum"] == volume.md5
+    log = stack.stack.service_log("cinder-volume").read_text()
+    assert (
+        f"image {image_id}, co-location with base image {base}: uploaded "
+        "to cheap" in log
+    )
+
+
 def test_cases_table_in_docs() -> None:
     """The docs' table is what this run measured (runs last here).
 

@@ -15,6 +15,9 @@ OUR_OPTS = [
     "answer_deadline",
     "api_timeout",
     "chunk_size",
+    "colocate_strict",
+    "colocate_timeout",
+    "colocate_with_base_image",
     "conversion_dir",
     "fail_open",
     "hash_algo",
@@ -45,6 +48,8 @@ def test_option_names_snapshot() -> None:
         "cafile",
     ):
         assert name in glance
+    copy = {o.dest for o in groups["volume_image_copy"]}
+    assert {"auth_type", "auth_section", "password", "username"} <= copy
 
 
 def test_register_on_passed_conf_with_finite_defaults() -> None:

@@ -25,9 +25,15 @@ How it works:
   ``glance_num_retries``, the CA and TLS options, and the caller's token
   from the request context plus the service token when
   ``[service_user] send_service_user_token`` is set: Cinder's own
-  ``service_auth.get_auth_plugin``.  No second set of credentials.
-* Our own options live in ``[volume_image]`` (see
-  :mod:`volume_image.config`), a group Cinder does not have.
+  ``service_auth.get_auth_plugin``.
+* Co-location with the base image (``[volume_image]
+  colocate_with_base_image``): the base image is the volume's glance
+  metadata ``image_id`` (what Cinder sends as
+  ``x-openstack-base-image-ref``).  Glance's copy-image is admin-only by
+  default, so its requests use the credentials of ``[volume_image_copy]``
+  when that group sets an ``auth_type``, else the caller's.
+* Our own options live in ``[volume_image]`` and ``[volume_image_copy]``
+  (see :mod:`volume_image.config`), groups Cinder does not have.
 
 Under eventlet, nothing here holds the event loop: reads and hashing run
 in native threads (:mod:`volume_image.offload`), gzip too, qemu-img is
@@ -167,7 +173,10 @@ class _StoreAwareMixin:
         settings = config.Settings.from_conf(CONF)
         client = _glance_client(context, settings)
         uploader = upload.Uploader(
-            client, settings, cache=_catalog_cache(client, settings)
+            client,
+            settings,
+            cache=_catalog_cache(client, settings),
+            copy_client=_copy_client(client, settings),
         )
         vtype = getattr(volume, "volume_type", None)
         extra_specs = dict(getattr(vtype, "extra_specs", None) or {})
@@ -230,6 +239,20 @@ class _StoreAwareMixin:
             result.seconds,
             result.verified,
         )
+        if result.colocation is not None:
+            placed = result.colocation
+            log = LOG.info if placed.complete else LOG.warning
+            log(
+                "volume_image: image %s, co-location with base image %s: "
+                "%s (%s)",
+                image_id,
+                placed.base_image,
+                placed.summary(),
+                "; ".join(
+                    f"{c.store}: {c.reason}" for c in placed.copies if c.reason
+                )
+                or placed.reason,
+            )
         return result
 
 
@@ -342,6 +365,17 @@ def _glance_client(
         max_response_bytes=settings.max_response_bytes,
         answer_deadline=settings.answer_deadline,
     )
+
+
+def _copy_client(
+    client: glance.GlanceClient, settings: config.Settings
+) -> glance.GlanceClient | None:
+    """The client for co-location's copies: ``[volume_image_copy]``'s
+    credentials on the same Glance, or None (the caller's client).
+    """
+    if not settings.colocate_with_base_image:
+        return None
+    return client.with_auth_from_conf(CONF, config.COPY_GROUP)
 
 
 def _catalog_cache(
