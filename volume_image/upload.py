@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from volume_image import (
     colocation,
@@ -38,6 +36,12 @@ from volume_image import (
     offload,
     specs,
     stores,
+)
+from volume_image._stream import (
+    MeteredBody,
+    ProgressCallback,
+    Source,
+    digest_of,
 )
 from volume_image.validation import StoreCatalogCache, Validator
 
@@ -51,9 +55,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: ``progress(bytes_done, bytes_total)``, called after every chunk
-ProgressCallback = Callable[[int, int], None]
 
 _RETRY_DELAY_CAP = 30.0
 # Glance restores an image to queued within ~0.2 s of a read error
@@ -132,6 +133,31 @@ class UploadResult:
 
 
 @dataclasses.dataclass
+class _Job:
+    """One :meth:`Uploader.upload` call, as its steps hand it on.
+
+    ``header_store`` and ``target`` are decided before the upload (by
+    the volume type, or by co-location), ``meta`` once a caller's image
+    has been read.
+    """
+
+    src: Source
+    meta: ImageMeta | None
+    #: a caller's ``queued`` image to fill; None: we create one
+    image_id: str | None
+    source_format: str
+    base_image_ref: str | None
+    progress: ProgressCallback | None
+    cancel: threading.Event | None
+    #: when the call started (for the result's seconds)
+    t0: float
+    #: the store named in the PUT; None: Glance's default
+    header_store: str | None = None
+    #: the store expected to hold the image; None: no multi-store
+    target: stores.StoreInfo | None = None
+
+
+@dataclasses.dataclass
 class _Target:
     """The image an upload is filling; it changes when a stuck image of
     ours is replaced.
@@ -140,216 +166,6 @@ class _Target:
     image_id: str
     created: bool
     images: int = 1
-
-
-class Source:
-    """A volume to read: a path (file or block device), or an open binary
-    file with a known size.
-
-    Each :meth:`open` starts at byte 0, which is what makes a retry safe.
-    A file object that cannot seek can be sent once, never retried.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        fileobj: IO[bytes] | None = None,
-        size: int | None = None,
-    ) -> None:
-        if (path is None) == (fileobj is None):
-            raise ValueError("give exactly one of path and fileobj")
-        self.path = None if path is None else Path(path)
-        self._fileobj = fileobj
-        if fileobj is not None:
-            if size is None:
-                raise ValueError("a file object needs its size")
-            self.size = size
-            self._opened = False
-        else:
-            self.size = self._path_size() if size is None else size
-
-    def _path_size(self) -> int:
-        assert self.path is not None
-        try:
-            st = self.path.stat()
-            if stat.S_ISBLK(st.st_mode):
-                # a block device's st_size is 0: ask the device
-                with open(self.path, "rb") as dev:
-                    return dev.seek(0, os.SEEK_END)
-            if not stat.S_ISREG(st.st_mode):
-                raise errors.SourceError(
-                    f"{self.path} is neither a file nor a block device"
-                )
-            return st.st_size
-        except OSError as exc:
-            raise errors.SourceError(
-                f"cannot read volume {self.path}: {exc.strerror}"
-            ) from exc
-
-    @property
-    def retriable(self) -> bool:
-        """Whether the source can be read again from byte 0."""
-        if self._fileobj is None:
-            return True
-        try:
-            return self._fileobj.seekable()
-        except (OSError, ValueError):
-            return False
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[IO[bytes]]:
-        """Yield the source positioned at byte 0."""
-        if self._fileobj is not None:
-            if self._opened:
-                if not self.retriable:
-                    raise errors.SourceError(
-                        "the source cannot seek, so it cannot be sent again"
-                    )
-                self._fileobj.seek(0)
-            self._opened = True
-            yield self._fileobj
-            return
-        assert self.path is not None
-        try:
-            f = open(self.path, "rb")
-        except OSError as exc:
-            raise errors.SourceError(
-                f"cannot open volume {self.path}: {exc.strerror}"
-            ) from exc
-        with f:
-            yield f
-
-
-class MeteredBody:
-    """A single-use upload body: reads the source in chunks, counts and
-    hashes every byte, reports progress, honours cancellation, and fails
-    if the source ends early.
-
-    ``len()`` is the declared size, so requests sends ``Content-Length``.
-    It computes one digest (``hash_algo``), or none.
-
-    Reading and hashing run in a native thread (:mod:`volume_image.offload`)
-    one chunk ahead of the send: the next chunk is read and hashed while
-    the current one goes out, into two buffers used in turn, so memory
-    stays at two chunks and an event loop (cinder-volume's) is never held
-    by file reads or hashing.
-    """
-
-    def __init__(
-        self,
-        fileobj: IO[bytes],
-        size: int,
-        *,
-        chunk_size: int,
-        hash_algo: str | None,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> None:
-        self._f = fileobj
-        self.size = size
-        self._chunk = chunk_size
-        #: the one digest computed while streaming, or None (no hashing)
-        self.hash = None if hash_algo is None else _new_hash(hash_algo)
-        self.sent = 0
-        self._progress = progress
-        self._cancel = cancel
-        self._used = False
-        self._readinto = True
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __repr__(self) -> str:
-        # keystoneauth's debug log prints the body: never the bytes
-        return f"<MeteredBody {self.size} bytes>"
-
-    def _fill(self, buf: bytearray, want: int) -> int:
-        """Read up to ``want`` bytes into ``buf`` and hash them; runs in
-        the worker thread, so it neither logs nor calls back.
-        """
-        view = memoryview(buf)[:want]
-        got = 0
-        while got < want:
-            n = self._read_into(view[got:])
-            if not n:
-                break
-            got += n
-        if self.hash is not None:
-            self.hash.update(view[:got])
-        return got
-
-    def _read_into(self, view: memoryview) -> int:
-        if self._readinto:
-            try:
-                return self._f.readinto(view)  # type: ignore[attr-defined,no-any-return]
-            except (AttributeError, NotImplementedError):
-                # a file-like object with read() only
-                self._readinto = False
-        data = self._f.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def _collect(self, pending: offload.Pending[int]) -> int:
-        try:
-            return pending.result()
-        except OSError as exc:
-            raise errors.SourceError(
-                f"reading the volume failed at byte {self.sent}: {exc}"
-            ) from exc
-
-    def __iter__(self) -> Iterator[bytes | memoryview]:
-        if self._used:
-            raise RuntimeError("an upload body can be sent only once")
-        self._used = True
-        if self.size == 0:
-            return
-        bufs = (bytearray(self._chunk), bytearray(self._chunk))
-        turn = 0
-        with offload.Worker() as worker:
-            pending = worker.start(
-                self._fill, bufs[turn], min(self._chunk, self.size)
-            )
-            while True:
-                got = self._collect(pending)
-                if not got:
-                    raise errors.SourceError(
-                        f"the volume ended at byte {self.sent} of {self.size}"
-                    )
-                chunk = memoryview(bufs[turn])[:got]
-                self.sent += got
-                if self._cancel is not None and self._cancel.is_set():
-                    raise errors.UploadCancelled("upload cancelled")
-                ahead = min(self._chunk, self.size - self.sent)
-                if ahead:
-                    # the other buffer was sent before this chunk was asked
-                    # for, so it is free to fill
-                    turn ^= 1
-                    pending = worker.start(self._fill, bufs[turn], ahead)
-                if self._progress is not None:
-                    self._progress(self.sent, self.size)
-                yield chunk
-                if not ahead:
-                    return
-
-
-def _new_hash(algo: str) -> Any:
-    if algo == "md5":
-        return hashlib.md5(usedforsecurity=False)
-    return hashlib.new(algo)
-
-
-def _digest(src: Source, algo: str, chunk_size: int) -> str:
-    """Read the whole source again and return its ``algo`` hex digest
-    (runs in a native thread: see :func:`offload.run`).
-    """
-    digest = _new_hash(algo)
-    with src.open() as f:
-        left = src.size
-        while left and (data := f.read(min(chunk_size, left))):
-            digest.update(data)
-            left -= len(data)
-    return str(digest.hexdigest())
 
 
 #: image properties that mark an image as made by volume_image, so that
@@ -563,62 +379,42 @@ class Uploader:
             was sent; :class:`~volume_image.errors.ColocationError` in
             strict co-location.
         """
-        t0 = time.monotonic()
-        src = source if isinstance(source, Source) else Source(source)
-        with deadline.within(self.settings.operation_deadline):
-            return self._run(
-                src,
-                meta,
-                extra_specs,
-                store_id,
-                image_id,
-                source_format,
-                base_image_ref,
-                progress,
-                cancel,
-                t0,
-                colocate,
-            )
-
-    def _run(
-        self,
-        src: Source,
-        meta: ImageMeta | None,
-        extra_specs: Mapping[str, Any] | None,
-        store_id: str | None,
-        image_id: str | None,
-        source_format: str,
-        base_image_ref: str | None,
-        progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-        t0: float,
-        colocate: bool | None,
-    ) -> UploadResult:
-        header_store, target = self.resolve_store(
-            extra_specs=extra_specs, store_id=store_id
+        job = _Job(
+            src=source if isinstance(source, Source) else Source(source),
+            meta=meta,
+            image_id=image_id,
+            source_format=source_format,
+            base_image_ref=base_image_ref,
+            progress=progress,
+            cancel=cancel,
+            t0=time.monotonic(),
         )
         if colocate is None:
             colocate = self.settings.colocate_with_base_image
+        with deadline.within(self.settings.operation_deadline):
+            return self._run(job, extra_specs, store_id, colocate)
+
+    def _run(
+        self,
+        job: _Job,
+        extra_specs: Mapping[str, Any] | None,
+        store_id: str | None,
+        colocate: bool,
+    ) -> UploadResult:
+        job.header_store, job.target = self.resolve_store(
+            extra_specs=extra_specs, store_id=store_id
+        )
+        base_image_ref = job.base_image_ref
         plan = None
         if colocate and base_image_ref:
-            plan = self._plan(base_image_ref, header_store)
-            if header_store is None and plan.upload_store is not None:
-                header_store = plan.upload_store
-                target = self.cache.get().get(header_store)
-        result = self._upload_locked(
-            src,
-            meta,
-            header_store,
-            target,
-            image_id,
-            source_format,
-            base_image_ref,
-            progress,
-            cancel,
-            t0,
-        )
+            plan = self._plan(base_image_ref, job.header_store)
+            if job.header_store is None and plan.upload_store is not None:
+                job.header_store = plan.upload_store
+                job.target = self.cache.get().get(job.header_store)
+        result = self._upload_locked(job)
         if plan is None or base_image_ref is None:
             return result
+        cancel, image_id = job.cancel, job.image_id
         # the copies are an operation of their own: its requests get a
         # budget of their own, and its waits are bounded by
         # colocate_timeout (see colocation.copy_to_stores)
@@ -635,20 +431,9 @@ class Uploader:
             raise
         return dataclasses.replace(result, colocation=placed)
 
-    def _upload_locked(
-        self,
-        src: Source,
-        meta: ImageMeta | None,
-        header_store: str | None,
-        target: stores.StoreInfo | None,
-        image_id: str | None,
-        source_format: str,
-        base_image_ref: str | None,
-        progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-        t0: float,
-    ) -> UploadResult:
+    def _upload_locked(self, job: _Job) -> UploadResult:
         """The upload itself, in one of the process's upload slots."""
+        image_id, meta = job.image_id, job.meta
         with _SLOTS.held():
             if image_id is not None:
                 image = self._image(image_id)
@@ -667,23 +452,14 @@ class Uploader:
                     )
             if meta is None:
                 raise ValueError("meta is needed when no image_id is given")
+            job.meta = meta
             workdir = convert.make_workdir(self.settings.conversion_dir)
             try:
                 with deadline.paused():
                     payload = self._prepare(
-                        src, meta, source_format, workdir, cancel
+                        job.src, meta, job.source_format, workdir, job.cancel
                     )
-                return self._upload(
-                    payload,
-                    meta,
-                    header_store,
-                    target,
-                    image_id,
-                    base_image_ref,
-                    progress,
-                    cancel,
-                    t0,
-                )
+                return self._upload(job, meta, payload)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
 
@@ -835,18 +611,16 @@ class Uploader:
             )
         return payload
 
-    def _upload(
-        self,
-        src: Source,
-        meta: ImageMeta,
-        header_store: str | None,
-        target: stores.StoreInfo | None,
-        image_id: str | None,
-        base_image_ref: str | None,
-        progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-        t0: float,
-    ) -> UploadResult:
+    def _upload(self, job: _Job, meta: ImageMeta, src: Source) -> UploadResult:
+        """Create or take the image, send ``src`` (the prepared data),
+        verify, and clean up on any failure.
+        """
+        header_store, target, image_id = (
+            job.header_store,
+            job.target,
+            job.image_id,
+        )
+        cancel = job.cancel
         if image_id is None:
             into = _Target(self._create(meta), created=True)
         else:
@@ -859,9 +633,7 @@ class Uploader:
         )
         unverified = None
         try:
-            body, attempts = self._send(
-                src, into, meta, header_store, base_image_ref, progress, cancel
-            )
+            body, attempts = self._send(job, meta, src, into)
             record: dict[str, Any] = {}
             landed = target.id if target else None
             if self.settings.verify_upload:
@@ -885,7 +657,7 @@ class Uploader:
                 self._name_valid_stores(exc, header_store)
             self._cleanup(into.image_id, into.created, exc)
             raise
-        seconds = time.monotonic() - t0
+        seconds = time.monotonic() - job.t0
         LOG.info(
             "image %s: %d bytes in store %s in %.1fs (%d attempt(s))",
             into.image_id,
@@ -914,15 +686,14 @@ class Uploader:
         return str(self.client.create_image(body)["id"])
 
     def _send(
-        self,
-        src: Source,
-        into: _Target,
-        meta: ImageMeta,
-        header_store: str | None,
-        base_image_ref: str | None,
-        progress: ProgressCallback | None,
-        cancel: threading.Event | None,
+        self, job: _Job, meta: ImageMeta, src: Source, into: _Target
     ) -> tuple[MeteredBody, int]:
+        """PUT ``src`` into ``into``, again from byte 0 after a failure
+        worth another attempt.
+
+        :returns: the body of the attempt that worked, and the attempts.
+        """
+        header_store, cancel = job.header_store, job.cancel
         settings = self.settings
         timeout = (
             self.client.adapter.session.timeout or config.DEFAULT_TIMEOUT,
@@ -939,7 +710,7 @@ class Uploader:
                     src.size,
                     chunk_size=settings.chunk_size,
                     hash_algo=self._stream_algo(),
-                    progress=progress,
+                    progress=job.progress,
                     cancel=cancel,
                 )
                 image_id = into.image_id
@@ -953,7 +724,7 @@ class Uploader:
                             src.size,
                             store_id=header_store,
                             timeout=timeout,
-                            base_image_ref=base_image_ref,
+                            base_image_ref=job.base_image_ref,
                         )
                     return body, attempt
                 except errors.GlanceAuthError as exc:
@@ -1190,7 +961,7 @@ class Uploader:
             try:
                 with deadline.paused():
                     ours = offload.run(
-                        _digest, src, algo, self.settings.chunk_size
+                        digest_of, src, algo, self.settings.chunk_size
                     )
             except ValueError:
                 return f"{algo} ({field}) is not a digest we can compute"

@@ -16,7 +16,7 @@ import requests
 import requests_mock
 from keystoneauth1 import adapter, plugin, session
 
-from volume_image import config, convert, errors, glance, upload
+from volume_image import _stream, config, convert, errors, glance, upload
 
 from .conftest import URL
 
@@ -282,16 +282,6 @@ def test_cancel_before_send(
     assert glance_mock.request_history[-1].method == "DELETE"
 
 
-def test_body_is_single_use() -> None:
-    body = upload.MeteredBody(
-        io.BytesIO(b"abc"), 3, chunk_size=2, hash_algo="sha512"
-    )
-    assert b"".join(body) == b"abc" and len(body) == 3
-    with pytest.raises(RuntimeError):
-        list(body)
-    assert "abc" not in repr(body)
-
-
 def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
     # a process that has exited: its directory is stale
     child = subprocess.Popen(["true"])
@@ -311,43 +301,6 @@ def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [mine.name, other.name]
     )
-
-
-def test_body_reads_and_hashes_off_the_sending_thread() -> None:
-    data = DATA * 3
-    readers: set[int] = set()
-
-    class Traced(io.BytesIO):
-        def readinto(self, buf: object) -> int:  # type: ignore[override]
-            readers.add(threading.get_ident())
-            return super().readinto(buf)  # type: ignore[arg-type]
-
-    body = upload.MeteredBody(
-        Traced(data), len(data), chunk_size=64 * 1024, hash_algo="sha512"
-    )
-    # the consumer keeps no chunk: the body reuses two buffers
-    sent = b"".join(bytes(chunk) for chunk in body)
-    assert sent == data
-    assert body.hash.hexdigest() == hashlib.sha512(data).hexdigest()
-    assert readers and threading.get_ident() not in readers
-
-
-def test_body_with_read_only_file_object() -> None:
-    class ReadOnly(io.RawIOBase):
-        def __init__(self) -> None:
-            self.buf = io.BytesIO(DATA)
-
-        def readable(self) -> bool:
-            return True
-
-        def read(self, n: int = -1) -> bytes:
-            return self.buf.read(min(n, 1000))  # short reads, too
-
-    body = upload.MeteredBody(
-        ReadOnly(), len(DATA), chunk_size=64 * 1024, hash_algo="sha256"
-    )
-    assert b"".join(bytes(c) for c in body) == DATA
-    assert body.hash.hexdigest() == hashlib.sha256(DATA).hexdigest()
 
 
 def test_base_image_ref_is_sent(
@@ -378,13 +331,13 @@ def test_one_digest_streamed_and_none_without_verification(
 ) -> None:
     glance_mock.put(IMG + "/file", text=Recorder(204, 204))
     glance_mock.get(IMG, json=active(store="fast"))
-    with mock.patch.object(upload, "_new_hash", wraps=upload._new_hash) as h:
+    with mock.patch.object(_stream, "new_hash", wraps=_stream.new_hash) as h:
         result = make(client).upload(vol, upload.ImageMeta("x"))
     assert [c.args for c in h.call_args_list] == [("sha512",)]
     assert result.verified
     assert result.os_hash_value == hashlib.sha512(DATA).hexdigest()
     assert result.checksum == active()["checksum"]
-    with mock.patch.object(upload, "_new_hash") as h:
+    with mock.patch.object(_stream, "new_hash") as h:
         result = make(client, verify_upload=False).upload(
             vol, upload.ImageMeta("x")
         )
@@ -408,7 +361,7 @@ def test_another_glance_algorithm_is_verified_and_learnt(
         record["os_hash_value"] = hashlib.new(glance_algo, DATA).hexdigest()
     glance_mock.put(IMG + "/file", text=Recorder(204, 204, 204))
     glance_mock.get(IMG, json=record)
-    with mock.patch.object(upload, "_new_hash", wraps=upload._new_hash) as h:
+    with mock.patch.object(_stream, "new_hash", wraps=_stream.new_hash) as h:
         assert make(client).upload(vol, upload.ImageMeta("x")).verified
         # the second pass over the source used Glance's algorithm
         learnt = glance_algo or "md5"
