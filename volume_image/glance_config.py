@@ -32,6 +32,7 @@ from typing import Any
 from oslo_config import cfg, iniparser, types
 
 __all__ = [
+    "BROKEN_API",
     "DATA_LOSS",
     "FALLBACK",
     "IMPACTS",
@@ -52,12 +53,14 @@ __all__ = [
 DATA_LOSS = "data loss"
 #: Glance does not start
 REFUSAL = "refusal to start"
+#: Glance starts, but an API call fails for everyone
+BROKEN_API = "broken API"
 #: Glance starts, but does something else than the file says
 FALLBACK = "silent fallback"
 #: upstream says it does not support it; the failure is not specified
 UNSUPPORTED = "unsupported"
 #: the impacts, worst first (findings are sorted by this order)
-IMPACTS = (DATA_LOSS, REFUSAL, FALLBACK, UNSUPPORTED)
+IMPACTS = (DATA_LOSS, REFUSAL, BROKEN_API, FALLBACK, UNSUPPORTED)
 
 #: the stores Glance adds itself (glance/common/wsgi_app.py)
 RESERVED_STORES = ("os_glance_staging_store", "os_glance_tasks_store")
@@ -337,10 +340,11 @@ def _check_ids(backends: Mapping[str, str], file: str) -> Iterator[Finding]:
                 "unknown-store-type",
                 "DEFAULT",
                 "enabled_backends",
-                FALLBACK,
+                BROKEN_API,
                 f"store {store!r} has type {kind!r}, which is no "
-                "glance_store driver; Glance logs a warning and runs "
-                "without the store",
+                "glance_store driver: Glance logs a warning, runs without "
+                "the store, and answers every GET /v2/info/stores with "
+                "500 (the store list Cinder and this tool rely on)",
                 f"use one of {_SHORT_TYPES}",
                 file,
             )
