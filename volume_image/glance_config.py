@@ -95,6 +95,11 @@ SHARED_GROUP = "backend_defaults"
 #: reserved stores get it too, since their own default is reset to None
 DEFAULT_DATADIR = "/var/lib/glance/images"
 DATADIR = "filesystem_store_datadir"
+#: what a store whose configure_add failed looks like (measured)
+_READ_ONLY = (
+    "Glance logs an error, still lists the store as writable, and "
+    "answers every upload to it with 410"
+)
 DATADIRS = "filesystem_store_datadirs"
 
 
@@ -464,8 +469,7 @@ def _datadirs(
                     FALLBACK,
                     f"store {store!r} has both {DATADIR} = "
                     f"{datadir.text!r}{inherited} and {DATADIRS}: "
-                    "glance_store disables writes to it (uploads "
-                    "answer 410), with a warning in the log",
+                    f"glance_store disables writes to it: {_READ_ONLY}",
                     f"set only one; to use {DATADIRS}, add "
                     f"'{DATADIR} =' (empty) to [{store}]",
                     multi[0].file,
@@ -485,7 +489,8 @@ def _datadirs(
                     DATADIR,
                     FALLBACK,
                     f"store {store!r} has an empty {DATADIR} and no "
-                    f"{DATADIRS}: glance_store disables writes to it",
+                    f"{DATADIRS}: glance_store disables writes to it: "
+                    f"{_READ_ONLY}",
                     f"set [{store}] {DATADIR}",
                     own.file if own else "",
                 )
@@ -527,7 +532,8 @@ def _parse_datadirs(
                     DATADIRS,
                     FALLBACK,
                     f"store {store!r}: {DATADIRS} entry {value.text!r}: "
-                    f"{why}; glance_store disables writes to the store",
+                    f"{why}; glance_store disables writes to the store: "
+                    f"{_READ_ONLY}",
                     "write each entry as /path or /path:priority",
                     value.file,
                 )
@@ -542,7 +548,7 @@ def _parse_datadirs(
                     FALLBACK,
                     f"store {store!r}: {path!r} is listed twice in "
                     f"{DATADIRS} with different priorities; glance_store "
-                    "disables writes to the store",
+                    f"disables writes to the store: {_READ_ONLY}",
                     "list each directory once",
                     value.file,
                 )
@@ -584,20 +590,35 @@ def _inside(child: str, parent: str) -> bool:
 
 def _overlap(a: _Dir, b: _Dir, how: str) -> Finding:
     same = how == "the same directory"
-    if a.reserved or b.reserved:
+    if "os_glance_tasks_store" in (a.store, b.store):
         rule = "reserved-datadir-shared"
         why = (
-            "Glance deletes files in its staging and tasks directories "
-            "(after an import, and at every start for images it does not "
-            "know), and an image's staging file has the same name as its "
-            "file in a store"
+            "Glance's tasks write an image's temporary files there under "
+            "the image's id and delete them when the task ends, the name "
+            "of the image's file in the store"
+        )
+    elif a.reserved or b.reserved:
+        rule = "reserved-datadir-shared"
+        why = (
+            "Glance deletes an image's file in its staging directory after "
+            "an import or a copy, and at every start for images it does "
+            "not know; that file has the name of the image's file in the "
+            "store (measured: a copy-image out of a store that is the "
+            "staging directory deletes the image's file there)"
+        )
+    elif same:
+        rule = "shared-datadir"
+        why = (
+            "the two stores' images are one set of files, so a copy-image "
+            "from one to the other fails ('already exists'); upstream "
+            'calls it "unsupported and may lead to data loss"'
         )
     else:
-        rule = "shared-datadir" if same else "nested-datadir"
+        rule = "nested-datadir"
         why = (
-            "one image's files in two stores are one file, and deleting "
-            "the image from one store deletes it from the other; upstream "
-            'calls it "unsupported and may lead to data loss"'
+            "whoever empties or removes the outer store's directory also "
+            "removes the inner store's images; upstream calls stores "
+            'sharing space "unsupported and may lead to data loss"'
         )
     shown_b = (
         b.path

@@ -597,3 +597,38 @@ def test_shared_dir_refuses_copies(tmp_path: Path) -> None:
     assert image["os_glance_failed_import"] == "cheap"
     assert f"{image_id} already exists" in log
     assert (tmp_path / "g" / "staging" / image_id).exists()
+
+
+def test_store_with_both_datadirs_is_listed_but_refuses_uploads(
+    tmp_path: Path,
+) -> None:
+    """What ``datadir-and-datadirs`` (and the other rules on which
+    glance_store disables a store's writes) means: Glance lists the store
+    as writable, and an upload to it answers 410.
+    """
+    server = _glance_with(tmp_path / "g", "datadirs-and-datadir")
+    try:
+        listed = _stores(server)
+        image = requests.post(
+            f"{server.url}/v2/images",
+            json={
+                "name": "t",
+                "disk_format": "raw",
+                "container_format": "bare",
+            },
+            timeout=10,
+        ).json()
+        resp = requests.put(
+            f"{server.url}/v2/images/{image['id']}/file",
+            data=b"A" * 4096,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Image-Meta-Store": "cheap",
+            },
+            timeout=10,
+        )
+    finally:
+        server.stop()
+    assert "cheap," in listed and "cheap (read-only)" not in listed
+    assert resp.status_code == 410
+    assert "Adding images to store is disabled" in resp.text
