@@ -867,8 +867,7 @@ def cmd_check_glance_config(ctx: Context) -> int:
         ctx.print_json(
             {
                 "files": conf.files,
-                "multistore": conf.get("DEFAULT", "enabled_backends")
-                is not None,
+                "multistore": glance_config.is_multistore(conf),
                 "findings": [f.as_dict() for f in findings],
             }
         )
@@ -888,7 +887,7 @@ def cmd_check_glance_config(ctx: Context) -> int:
             ctx.print(f"  fix: {f.fix}")
         ctx.print()
         ctx.print(f"{len(findings)} problem(s) in {len(conf.files)} file(s)")
-    elif conf.get("DEFAULT", "enabled_backends") is None:
+    elif not glance_config.is_multistore(conf):
         ctx.print(
             "no enabled_backends: Glance runs one store, nothing to check"
         )

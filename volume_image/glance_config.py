@@ -45,6 +45,7 @@ __all__ = [
     "GlanceConfig",
     "check",
     "config_dir_files",
+    "is_multistore",
     "read",
     "resolve_path",
 ]
@@ -282,6 +283,14 @@ class _Dir:
         return self.store in RESERVED_STORES
 
 
+def is_multistore(conf: GlanceConfig) -> bool:
+    """Whether Glance runs multi-store: ``enabled_backends`` is set and
+    not empty (Glance tests the parsed dict's truth).
+    """
+    raw = conf.get("DEFAULT", "enabled_backends")
+    return raw is not None and raw.text.strip() != ""
+
+
 def check(
     conf: GlanceConfig, resolve: Callable[[str], str] = resolve_path
 ) -> list[Finding]:
@@ -292,7 +301,7 @@ def check(
     :param resolve: maps a path to what the filesystem makes of it.
     """
     raw = conf.get("DEFAULT", "enabled_backends")
-    if raw is None:
+    if raw is None or not is_multistore(conf):
         return []
     try:
         backends: dict[str, str] = {

@@ -66,9 +66,19 @@ def test_good_config_is_clean(tmp_path: Path) -> None:
     assert _findings(tmp_path, GOOD) == []
 
 
-def test_no_enabled_backends_is_not_checked(tmp_path: Path) -> None:
-    path = _write(tmp_path / "g.conf", "[glance_store]\nstores = file\n")
-    assert glance_config.check(glance_config.read([str(path)])) == []
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[glance_store]\nstores = file\n",
+        # an empty dict: Glance runs single-store, whatever else is set
+        "[DEFAULT]\nenabled_backends =\n[glance_store]\ndefault_backend = x\n",
+    ],
+)
+def test_single_store_is_not_checked(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path / "g.conf", text)
+    conf = glance_config.read([str(path)])
+    assert not glance_config.is_multistore(conf)
+    assert glance_config.check(conf) == []
 
 
 # -- one case per rule: (extra file, rule, impact, section, option) --
