@@ -8,7 +8,8 @@ before the subcommand, as with ``openstack``::
     volume-image audit --from-file types.json
 
 Exit codes: 0 success, 2 usage error, 3 invalid extra spec (or, for
-``audit``, a broken volume type), 4 service error (Glance or the
+``audit``, a broken volume type; for ``check-glance-config``, a problem
+in Glance's configuration), 4 service error (Glance or the
 block-storage API unreachable, authentication, bad answer, no
 multi-store), 5 failed upload.
 """
@@ -47,6 +48,7 @@ from volume_image import (
     deadline,
     errors,
     glance,
+    glance_config,
     specs,
     sweep,
     upload,
@@ -283,6 +285,34 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     _add_format(p)
     p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser(
+        "check-glance-config",
+        help="check a Glance multi-store configuration",
+        description="Check glance-api.conf (and the files of each "
+        "--config-dir, read after PATHs, as Glance reads them) for "
+        "multi-store mistakes Glance accepts or reports only at start: "
+        "shared or nested store directories, reserved stores, the "
+        "default store, missing sections, unknown store types. Reads "
+        "the files only; Glance need not run. Exit 3 when a problem is "
+        "found.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a config file, e.g. /etc/glance/glance-api.conf; later ones win",
+    )
+    p.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a directory whose *.conf files are read in sorted order "
+        "after the PATHs, e.g. /etc/glance/glance-api.conf.d. Repeatable.",
+    )
+    _add_format(p)
+    p.set_defaults(func=cmd_check_glance_config)
     return parser
 
 
@@ -875,6 +905,46 @@ def _print_colocation(
     rows += [[store, "skipped", "", why] for store, why in placed.skipped]
     ctx.print(_table(rows, ["store", "outcome", "verified", "reason"]))
     ctx.print(f"{placed.summary()} ({placed.seconds:.2f}s of copying)")
+
+
+def cmd_check_glance_config(ctx: Context) -> int:
+    """``check-glance-config``: check Glance's multi-store files."""
+    try:
+        conf = glance_config.read(ctx.args.paths, ctx.args.config_dir)
+    except glance_config.ConfigReadError as exc:
+        raise UsageError(str(exc)) from exc
+    findings = glance_config.check(conf)
+    if ctx.args.format == "json":
+        ctx.print_json(
+            {
+                "files": conf.files,
+                "multistore": glance_config.is_multistore(conf),
+                "findings": [f.as_dict() for f in findings],
+            }
+        )
+    elif findings:
+        where = [f"[{f.section}] {f.option}".rstrip() for f in findings]
+        rows = [
+            [f.rule, place, f.impact]
+            for f, place in zip(findings, where, strict=True)
+        ]
+        ctx.print(_table(rows, ["rule", "where", "impact"]))
+        for f, place in zip(findings, where, strict=True):
+            ctx.print()
+            ctx.print(
+                f"{f.rule} ({place}{f' in {f.file}' if f.file else ''}):"
+            )
+            ctx.print(f"  {f.message}")
+            ctx.print(f"  fix: {f.fix}")
+        ctx.print()
+        ctx.print(f"{len(findings)} problem(s) in {len(conf.files)} file(s)")
+    elif not glance_config.is_multistore(conf):
+        ctx.print(
+            "no enabled_backends: Glance runs one store, nothing to check"
+        )
+    else:
+        ctx.print(f"no problem found in {len(conf.files)} file(s)")
+    return EXIT_SPEC if findings else EXIT_OK
 
 
 def _load_conf(files: list[str]) -> cfg.ConfigOpts:

@@ -504,6 +504,12 @@ class GlanceServer(Server):
     :param db_sync: run ``db_sync`` at the first start.  With a
         ``database_url`` it runs once per instance (a restart finds the
         schema in place); a second node on a synced database passes False.
+    :param stores_config: text that replaces the stores part of
+        glance-api.conf (``[glance_store]``, the stores' and the reserved
+        stores' sections; ``@BASE@`` is replaced by ``base``).  It comes
+        last in the file, so a ``[DEFAULT]`` section in it overrides the
+        template's ``enabled_backends``: for tests of bad store
+        configurations.
 
     With a ``database_url``, :meth:`start` also waits until every worker
     has loaded the app, not only the first one that answers.
@@ -527,8 +533,10 @@ class GlanceServer(Server):
         database_url: str | None = None,
         store_root: Path | None = None,
         db_sync: bool = True,
+        stores_config: str | None = None,
     ) -> None:
         super().__init__(base, port)
+        self.stores_config = stores_config
         #: debug logging (each request's user and project on its lines)
         self.debug = debug
         #: None: sqlite in ``base`` (one writer at a time: one worker)
@@ -599,7 +607,9 @@ class GlanceServer(Server):
             "stores-multi.conf" if self.multistore else "stores-single.conf"
         )
         # inserted into glance-api.conf after @BASE@ is replaced there
-        stores_text = (_TEMPLATES / stores_tpl).read_text()
+        stores_text = (
+            self.stores_config or (_TEMPLATES / stores_tpl).read_text()
+        )
         # the file stores may live elsewhere (shared by nodes); staging
         # and tasks stay under this node's base
         stores_text = stores_text.replace(
