@@ -11,7 +11,7 @@ from typing import Any
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
-from volume_image import errors, glance
+from volume_image import _ksa, errors
 
 __all__ = ["list_volume_types"]
 
@@ -38,7 +38,7 @@ def list_volume_types(
         pages joined.
     :raises BlockStorageError: the API cannot be asked or refused.
     """
-    endpoint = glance.endpoint_of(adapter)
+    endpoint = _ksa.endpoint_of(adapter)
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
@@ -79,8 +79,8 @@ def _get(
             redirect=False,
             stream=True,
         )
-        glance.read_capped(resp, cap)
-    except glance.TooLarge as exc:
+        _ksa.read_capped(resp, cap)
+    except _ksa.TooLarge as exc:
         raise errors.BlockStorageError(
             f"GET {url}: the answer is longer than {cap} bytes "
             "([volume_image] max_response_bytes); it was not read further",
@@ -105,7 +105,7 @@ def _get(
     except (ks_exc.ClientException, OSError) as exc:
         raise errors.BlockStorageError(
             f"the block-storage API is unavailable: GET {url} failed: "
-            f"{glance.describe_failure(exc)}",
+            f"{_ksa.describe_failure(exc)}",
             endpoint=endpoint,
         ) from exc
     what = f"GET {url}"

@@ -29,7 +29,7 @@ from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
-from volume_image import config, errors, stores
+from volume_image import _ksa, config, errors, stores
 from volume_image.text import printable
 
 __all__ = ["GlanceClient", "SizedBody", "from_response"]
@@ -44,48 +44,6 @@ _MAX_PAGES = 1000
 DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
 #: see [volume_image] answer_deadline
 DEFAULT_ANSWER_DEADLINE = 120.0
-
-
-class TooLarge(Exception):
-    """An answer's body exceeded the cap (see :func:`read_capped`)."""
-
-
-class TooSlow(Exception):
-    """An answer's body did not arrive whole by the deadline."""
-
-
-def read_capped(
-    resp: requests.Response, cap: int, deadline: float | None = None
-) -> None:
-    """Read a streamed answer's body, at most ``cap`` bytes and until the
-    ``time.monotonic()`` ``deadline`` at the latest, into ``resp``
-    (``resp.content`` and ``resp.json()`` work afterwards).
-
-    Each read returns what has arrived (``read1``), so a server that
-    trickles a byte at a time is cut at the deadline, not after it.
-
-    :raises TooLarge: the body is longer; the connection is closed.
-    :raises TooSlow: the deadline passed first; the connection is closed.
-    """
-    raw = resp.raw
-    chunks = []
-    total = 0
-    while True:
-        try:
-            chunk = raw.read1(64 * 1024, decode_content=True)
-        except AttributeError:  # a test double without read1
-            chunk = raw.read(64 * 1024, decode_content=True)
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > cap:
-            resp.close()
-            raise TooLarge(total)
-        if deadline is not None and time.monotonic() > deadline:
-            resp.close()
-            raise TooSlow(total)
-        chunks.append(chunk)
-    resp._content = b"".join(chunks)
 
 
 _TAG = re.compile(r"<[^>]+>")
@@ -313,7 +271,17 @@ class GlanceClient:
         anyone: the configured one, or the one the last answer came
         from; None before any (error messages must do no network I/O).
         """
-        return endpoint_of(self.adapter) or self._seen_endpoint
+        return _ksa.endpoint_of(self.adapter) or self._seen_endpoint
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to wait for a connection: the session's timeout, or
+        :data:`volume_image.config.DEFAULT_TIMEOUT` when it has none
+        (``openstack``'s sessions have none unless ``api_timeout`` is
+        set, and a black-holed Glance must not hang an upload).
+        """
+        timeout = self.adapter.session.timeout
+        return float(timeout) if timeout else config.DEFAULT_TIMEOUT
 
     def invalidate(self) -> bool:
         """Drop the cached token, so the next request authenticates again.
@@ -349,15 +317,17 @@ class GlanceClient:
                 stream=True,
                 **kwargs,
             )
-            read_capped(resp, self._max_bytes, started + self._answer_deadline)
-        except TooSlow as exc:
+            _ksa.read_capped(
+                resp, self._max_bytes, started + self._answer_deadline
+            )
+        except _ksa.TooSlow as exc:
             raise errors.GlanceUnavailable(
                 f"Glance is unavailable: {what}: its answer did not arrive "
                 f"whole within {self._answer_deadline:g} s ([volume_image] "
                 "answer_deadline)",
                 endpoint=self.endpoint,
             ) from exc
-        except TooLarge as exc:
+        except _ksa.TooLarge as exc:
             raise errors.GlanceRequestError(
                 f"{what}: Glance's answer is longer than {self._max_bytes} "
                 "bytes ([volume_image] max_response_bytes); it was not "
@@ -585,7 +555,7 @@ def _translate(
             else errors.GlanceUnavailable
         )
         # keystoneauth's message repeats the status and request id
-        detail = _KS_SUFFIX.sub("", str(exc.message)).rstrip(".")
+        detail = _ksa.keystone_detail(exc)
         return cls(
             f"Keystone refused the authentication ({status}: {detail}) "
             f"while trying to {what}: check the user, password, project "
@@ -612,28 +582,13 @@ def _translate(
             endpoint=endpoint,
         )
     # refused, reset, timed out, TLS: the service cannot be asked now
-    failure = describe_failure(exc)
+    failure = _ksa.describe_failure(exc)
     unavailable = errors.GlanceUnavailable(
         f"Glance is unavailable: {what} failed: {failure}",
         endpoint=endpoint,
     )
     unavailable.timed_out = failure == "timed out"
     return unavailable
-
-
-_KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
-
-
-def endpoint_of(adapter: ks_adapter.Adapter) -> str | None:
-    """The URL ``adapter`` is configured to send to, or None (when it is
-    found in a service catalog).  For error messages: it never raises and
-    never asks Keystone for a token or a catalog.
-    """
-    # the "none" and "admin_token" plugins carry a fixed endpoint
-    plugin = adapter.auth or adapter.session.auth
-    url = adapter.endpoint_override or getattr(plugin, "endpoint", None)
-    return str(url) if url else None
 
 
 def _translate_auth(
@@ -647,23 +602,7 @@ def _translate_auth(
     ) or isinstance(exc, ks_exc.RequestTimeout | requests.Timeout):
         return errors.GlanceUnavailable(
             f"Keystone is unavailable: getting a token to {what} failed: "
-            f"{describe_failure(exc)}; check the auth URL",
+            f"{_ksa.describe_failure(exc)}; check the auth URL",
             endpoint=endpoint,
         )
     return _translate(exc, what, endpoint)
-
-
-def describe_failure(exc: Exception) -> str:
-    """The root cause of a connection failure, in a few words."""
-    if isinstance(exc, ks_exc.ConnectTimeout | requests.Timeout):
-        return "timed out"
-    if isinstance(exc, ks_exc.SSLError | requests.exceptions.SSLError):
-        return f"TLS error ({exc})"
-    match = _ERRNO.search(str(exc))
-    if match:
-        return match.group(1).strip().lower()
-    text = str(exc)
-    for marker in ("Connection aborted", "RemoteDisconnected", "reset"):
-        if marker in text:
-            return "the connection was cut"
-    return text

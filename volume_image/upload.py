@@ -706,7 +706,7 @@ class Uploader:
     ) -> tuple[MeteredBody, int]:
         settings = self.settings
         timeout = (
-            self.client.adapter.session.timeout or config.DEFAULT_TIMEOUT,
+            self.client.connect_timeout,
             settings.upload_read_timeout,
         )
         attempt = 0

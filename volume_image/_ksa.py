@@ -1,0 +1,116 @@
+"""The keystoneauth1 boundary shared by the Glance and block-storage
+clients: reading an answer within bounds, the endpoint an adapter points
+at, and a connection failure in a few words.
+
+Each service module turns keystoneauth1 and requests exceptions into its
+own :mod:`volume_image.errors` (the words differ: "Glance is
+unavailable" versus "the block-storage API is unavailable"); what they
+share lives here, so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import requests
+from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import exceptions as ks_exc
+
+__all__ = [
+    "TooLarge",
+    "TooSlow",
+    "describe_failure",
+    "endpoint_of",
+    "keystone_detail",
+    "read_capped",
+]
+
+
+class TooLarge(Exception):
+    """An answer's body exceeded the cap (see :func:`read_capped`)."""
+
+
+class TooSlow(Exception):
+    """An answer's body did not arrive whole by the deadline."""
+
+
+def read_capped(
+    resp: requests.Response, cap: int, deadline: float | None = None
+) -> None:
+    """Read a streamed answer's body, at most ``cap`` bytes and until the
+    ``time.monotonic()`` ``deadline`` at the latest, into ``resp``
+    (``resp.content`` and ``resp.json()`` work afterwards).
+
+    Each read returns what has arrived (``read1``), so a server that
+    trickles a byte at a time is cut at the deadline, not after it.
+
+    :raises TooLarge: the body is longer; the connection is closed.
+    :raises TooSlow: the deadline passed first; the connection is closed.
+    """
+    consumed = getattr(resp, "_content_consumed", False)
+    if consumed and isinstance(resp._content, bytes):
+        # keystoneauth1 read the whole body already, to log it: its
+        # session logger is at DEBUG (``--debug``, or ``openstack``'s
+        # logging set-up); the raw stream is empty now
+        if len(resp._content) > cap:
+            resp.close()
+            raise TooLarge(len(resp._content))
+        return
+    raw = resp.raw
+    chunks = []
+    total = 0
+    while True:
+        try:
+            chunk = raw.read1(64 * 1024, decode_content=True)
+        except AttributeError:  # a test double without read1
+            chunk = raw.read(64 * 1024, decode_content=True)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > cap:
+            resp.close()
+            raise TooLarge(total)
+        if deadline is not None and time.monotonic() > deadline:
+            resp.close()
+            raise TooSlow(total)
+        chunks.append(chunk)
+    resp._content = b"".join(chunks)
+
+
+_KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def endpoint_of(adapter: ks_adapter.Adapter) -> str | None:
+    """The URL ``adapter`` is configured to send to, or None (when it is
+    found in a service catalog).  For error messages: it never raises and
+    never asks Keystone for a token or a catalog.
+    """
+    # the "none" and "admin_token" plugins carry a fixed endpoint
+    plugin = adapter.auth or adapter.session.auth
+    url = adapter.endpoint_override or getattr(plugin, "endpoint", None)
+    return str(url) if url else None
+
+
+def describe_failure(exc: Exception) -> str:
+    """The root cause of a connection failure, in a few words."""
+    if isinstance(exc, ks_exc.ConnectTimeout | requests.Timeout):
+        return "timed out"
+    if isinstance(exc, ks_exc.SSLError | requests.exceptions.SSLError):
+        return f"TLS error ({exc})"
+    match = _ERRNO.search(str(exc))
+    if match:
+        return match.group(1).strip().lower()
+    text = str(exc)
+    for marker in ("Connection aborted", "RemoteDisconnected", "reset"):
+        if marker in text:
+            return "the connection was cut"
+    return text
+
+
+def keystone_detail(exc: ks_exc.HttpError) -> str:
+    """keystoneauth1's message of an HTTP error, without the status and
+    request id it repeats (the caller shows those itself).
+    """
+    return _KS_SUFFIX.sub("", str(exc.message)).rstrip(".")
