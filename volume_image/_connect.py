@@ -278,10 +278,12 @@ def register_argparse_arguments(
             )
         except os_exc.ConfigException as exc:
             raise ConfigError(str(exc)) from exc
-        # keystoneauth1's --os-interface defaults to "public", which would
-        # override the cloud's interface as if given: only the flag or
-        # OS_INTERFACE may
-        parser.set_defaults(os_interface=os.environ.get("OS_INTERFACE"))
+        # keystoneauth1's --os-interface defaults to "public" and
+        # --insecure to False, which would override the cloud's interface
+        # and insecure as if given: only the flags or OS_* may
+        parser.set_defaults(
+            os_interface=os.environ.get("OS_INTERFACE"), insecure=None
+        )
         return
     parser.add_argument(
         "--os-cloud",
@@ -346,7 +348,10 @@ def load(
     from openstack import exceptions as os_exc
 
     try:
-        region = loader.get_one(
+        # get_one_cloud_osc, not get_one: flags and OS_* win over the
+        # cloud's auth section, as in python-openstackclient (get_one lets
+        # clouds.yaml win for auth options)
+        region = loader.get_one_cloud_osc(
             cloud=cloud, argparse=argparse.Namespace(**mine)
         )
         return from_cloud_region(region)
