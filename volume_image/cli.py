@@ -1,7 +1,12 @@
 """``volume-image``: check stores and extra specs, and upload volumes.
 
+The host tool; ``validate`` and ``audit`` are also ``openstack volume
+type store ...`` commands (:mod:`volume_image.osc`), and both run
+:mod:`volume_image._commands` on a session from
+:mod:`volume_image._connect`.
+
 Global options (authentication, ``--config-file``, ``--debug``) come
-before the subcommand, as with ``openstack``::
+before the subcommand, as with ``openstack``, and mean the same::
 
     volume-image --os-auth-type none --os-endpoint URL stores
     volume-image validate image_service:store_id=cheap volume_backend_name=lvm
