@@ -357,6 +357,17 @@ def load(
         return from_cloud_region(region)
     except os_exc.ConfigException as exc:
         raise ConfigError(str(exc)) from exc
+    except TypeError as exc:
+        # keystoneauth1's plugin refused an option: openstacksdk merged a
+        # cloud's auth section (its default cloud when none is named, as
+        # openstack does) into another auth type, e.g. auth_url into none
+        default = loader.default_cloud
+        raise ConfigError(
+            f"the auth options do not fit the auth type ({exc}); without "
+            f"--os-cloud, openstacksdk merges its default cloud {default!r} "
+            "of clouds.yaml into the flags: name the cloud to use, or set "
+            "OS_CLIENT_CONFIG_FILE to another file"
+        ) from exc
 
 
 def tokenless(args: argparse.Namespace, endpoint: str) -> Connection:

@@ -275,3 +275,19 @@ def test_plugin_registers_its_version_option() -> None:
     args = parser.parse_args(["--os-volume-image-api-version", "1"])
     assert args.os_volume_image_api_version == "1"
     assert plugin.DEFAULT_API_VERSION in plugin.API_VERSIONS
+
+
+def test_default_cloud_merged_into_another_auth_type(home: Path) -> None:
+    """openstacksdk merges a lone cloud into the flags when no cloud is
+    named; an auth type that cannot take its options is a usage error,
+    not a traceback.
+    """
+    write_cloud(home)
+    err = io.StringIO()
+    code = cli.main(
+        ["--os-auth-type", "none", "--os-endpoint", GLANCE, "stores"],
+        out=io.StringIO(),
+        err=err,
+    )
+    assert code == 2
+    assert "default cloud 'lab'" in err.getvalue()
