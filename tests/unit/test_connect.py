@@ -291,3 +291,23 @@ def test_default_cloud_merged_into_another_auth_type(home: Path) -> None:
     )
     assert code == 2
     assert "default cloud 'lab'" in err.getvalue()
+
+
+def test_the_library_imports_no_cli_extra() -> None:
+    """osc-lib, cliff and openstacksdk are extras: importing the package,
+    its command line or the plugin's start-up module loads none of them.
+    """
+    import subprocess
+
+    code = (
+        "import sys, volume_image, volume_image.cli, volume_image.hooks, "
+        "volume_image.middleware, volume_image.upload, "
+        "volume_image.osc.plugin\n"
+        "loaded = {'openstack', 'osc_lib', 'cliff', 'openstackclient'}"
+        " & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
