@@ -11,7 +11,7 @@ from typing import Any
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
-from volume_image import errors, glance
+from volume_image import _ksa, errors
 
 __all__ = ["list_volume_types"]
 
@@ -38,7 +38,7 @@ def list_volume_types(
         pages joined.
     :raises BlockStorageError: the API cannot be asked or refused.
     """
-    endpoint = glance.endpoint_of(adapter)
+    endpoint = _ksa.endpoint_of(adapter)
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
@@ -72,27 +72,27 @@ def _get(
     adapter: ks_adapter.Adapter, url: str, endpoint: str | None, cap: int
 ) -> Any:
     try:
-        resp = glance.send(
+        resp = _ksa.send(
             adapter,
             "GET",
             url,
             headers={"Accept": "application/json"},
             cap=cap,
-            answer_deadline=glance.DEFAULT_ANSWER_DEADLINE,
+            answer_deadline=_ksa.DEFAULT_ANSWER_DEADLINE,
         )
-    except glance.OutOfTime as exc:
+    except _ksa.OutOfTime as exc:
         raise errors.BlockStorageError(
             f"gave up before GET {url}: the operation took longer than its "
             "deadline ([volume_image] operation_deadline)",
             endpoint=endpoint,
         ) from exc
-    except glance.TooSlow as exc:
+    except _ksa.TooSlow as exc:
         raise errors.BlockStorageError(
             f"the block-storage API is unavailable: GET {url}: its answer "
             "did not arrive whole in time",
             endpoint=endpoint,
         ) from exc
-    except glance.TooLarge as exc:
+    except _ksa.TooLarge as exc:
         raise errors.BlockStorageError(
             f"GET {url}: the answer is longer than {cap} bytes "
             "([volume_image] max_response_bytes); it was not read further",
@@ -117,7 +117,7 @@ def _get(
     except (ks_exc.ClientException, OSError) as exc:
         raise errors.BlockStorageError(
             f"the block-storage API is unavailable: GET {url} failed: "
-            f"{glance.describe_failure(exc)}",
+            f"{_ksa.describe_failure(exc)}",
             endpoint=endpoint,
         ) from exc
     what = f"GET {url}"

@@ -1,7 +1,12 @@
 """``volume-image``: check stores and extra specs, and upload volumes.
 
+The host tool; ``validate`` and ``audit`` are also ``openstack volume
+type store ...`` commands (:mod:`volume_image.osc`), and both run
+:mod:`volume_image._commands` on a session from
+:mod:`volume_image._connect`.
+
 Global options (authentication, ``--config-file``, ``--debug``) come
-before the subcommand, as with ``openstack``::
+before the subcommand, as with ``openstack``, and mean the same::
 
     volume-image --os-auth-type none --os-endpoint URL stores
     volume-image validate image_service:store_id=cheap volume_backend_name=lvm
@@ -32,16 +37,12 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
-from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
-from keystoneauth1 import loading as ks_loading
-from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from volume_image import (
-    audit,
-    blockstorage,
-    clouds,
+    _commands,
+    _connect,
     colocation,
     config,
     convert,
@@ -52,7 +53,6 @@ from volume_image import (
     specs,
     sweep,
     upload,
-    validation,
 )
 from volume_image.text import printable
 
@@ -78,16 +78,27 @@ EXIT_UNVERIFIED = 6
 PROG = "volume-image"
 
 
-class UsageError(Exception):
-    """Bad command-line input found after argparse."""
+#: bad command-line input found after argparse
+UsageError = _commands.UsageError
+
+_NO_CLOUD_CONFIG = object()
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+def build_parser(
+    argv: Sequence[str] = (), *, cloud_config: Any = _NO_CLOUD_CONFIG
+) -> argparse.ArgumentParser:
     """The command line's parser (the docs render its help).
 
-    :param argv: the arguments about to be parsed: keystoneauth1 adds the
-        options of the ``--os-auth-type`` they name.
+    :param argv: the arguments about to be parsed: the options of the
+        ``--os-auth-type`` (or cloud) they name are added.
+    :param cloud_config: openstacksdk's loader
+        (:func:`volume_image._connect.cloud_config`), None without
+        openstacksdk; by default a new one.
+    :raises volume_image._connect.ConfigError: no such cloud, or a broken
+        clouds.yaml.
     """
+    if cloud_config is _NO_CLOUD_CONFIG:
+        cloud_config = _connect.cloud_config()
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Check Glance stores and image_service:store_id extra "
@@ -102,30 +113,17 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="oslo.config file with [glance] and [volume_image] sections; "
-        "used for the Glance connection when no --os-auth-type is given. "
-        "Repeatable.",
-    )
-    parser.add_argument(
-        "--os-cloud",
-        metavar="NAME",
-        default=os.environ.get("OS_CLOUD"),
-        help="use cloud NAME of clouds.yaml ($OS_CLIENT_CONFIG_FILE, "
-        "./clouds.yaml, ~/.config/openstack/ or /etc/openstack/; "
-        "secure.yaml merged in) for authentication, region and interface; "
-        "--os-auth-type and its options are then ignored. "
-        "Defaults to env[OS_CLOUD].",
+        "used for the Glance connection when neither --os-cloud nor "
+        "--os-auth-type (nor --os-auth-url) is given. Repeatable.",
     )
     parser.add_argument(
         "--debug",
         action="store_true",
         help="show tracebacks and log HTTP requests",
     )
-    # OpenStack conventions: OS_* variables and --os-* flags
-    ks_loading.register_auth_argparse_arguments(parser, list(argv))
-    ks_loading.register_session_argparse_arguments(parser)
-    ks_loading.register_adapter_argparse_arguments(
-        parser, service_type="image"
-    )
+    # openstack's options, read by openstacksdk's loader: --os-cloud
+    # (clouds.yaml), OS_* variables and --os-* flags, flags winning
+    _connect.register_argparse_arguments(parser, argv, cloud_config)
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -337,27 +335,35 @@ class Context:
         conf: cfg.ConfigOpts,
         out: TextIO,
         err: TextIO,
+        *,
+        argv: Sequence[str] = (),
+        cloud_config: Any = None,
     ) -> None:
         self.args = args
         self.conf = conf
         self.out = out
         self.err = err
+        self.argv = list(argv)
+        self.cloud_config = cloud_config
         self.settings = config.Settings.from_conf(conf)
+        self._connection: _connect.Connection | None = None
         self._client: glance.GlanceClient | None = None
 
     @property
-    def client(self) -> glance.GlanceClient:
-        """The Glance client, from the --os-* flags or the config file."""
-        if self._client is None:
-            self._client = _make_client(self.args, self.conf)
-        return self._client
+    def connection(self) -> _connect.Connection:
+        """The session and services: a cloud, the --os-* flags, the
+        config file, or a token-less Glance.
+        """
+        if self._connection is None:
+            self._connection = _connection(self)
+        return self._connection
 
-    def validator(self) -> validation.Validator:
-        """A validator over this command's Glance."""
-        cache = validation.StoreCatalogCache(
-            self.client.get_store_catalog, ttl=self.settings.store_cache_ttl
-        )
-        return validation.Validator(cache)
+    @property
+    def client(self) -> glance.GlanceClient:
+        """The Glance client on :attr:`connection`."""
+        if self._client is None:
+            self._client = self.connection.glance(self.settings)
+        return self._client
 
     def print(self, text: str = "") -> None:
         """Print human-readable output; control characters (from a
@@ -373,78 +379,45 @@ class Context:
         self.out.write("\n")
 
 
-def _cloud_session(
-    args: argparse.Namespace,
-) -> tuple[Any, ks_session.Session, Any]:
-    """Auth, session and the cloud of ``--os-cloud``."""
+def _auth_given(argv: Sequence[str]) -> bool:
+    """Whether the user asked for Keystone authentication: an auth type
+    or an auth URL, as a flag or in the environment (openstack's default
+    auth type is ``password``, so argparse's value cannot tell).
+    """
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--os-auth-type", default=os.environ.get("OS_AUTH_TYPE"))
+    peek.add_argument("--os-auth-url", default=os.environ.get("OS_AUTH_URL"))
+    known, _ = peek.parse_known_args(list(argv))
+    return bool(known.os_auth_type or known.os_auth_url)
+
+
+def _connection(ctx: Context) -> _connect.Connection:
+    """Where to connect, in this order: ``--os-cloud``; ``--os-auth-type``
+    or ``--os-auth-url`` (flags or ``OS_*``); ``--config-file``; a
+    token-less Glance at ``--os-endpoint-override``.
+    """
+    args = ctx.args
+    cloud = args.os_cloud or None
     try:
-        cloud = clouds.load_cloud(args.os_cloud)
-    except clouds.CloudError as exc:
+        if cloud or _auth_given(ctx.argv):
+            return _connect.load(args, ctx.cloud_config, cloud=cloud)
+        if args.config_file:
+            return _connect.from_conf(ctx.conf)
+        endpoint = args.os_endpoint_override or getattr(
+            args, "os_image_endpoint_override", None
+        )
+        if endpoint:
+            return _connect.tokenless(args, endpoint)
+    except _connect.ConfigError as exc:
         raise UsageError(str(exc)) from exc
-    try:
-        loader: Any = ks_loading.get_plugin_loader(cloud.auth_type)
-        auth = loader.load_from_options(**cloud.auth)
     except ks_exc.ClientException as exc:
-        raise UsageError(
-            f"cloud {cloud.name!r}: cannot set up {cloud.auth_type!r} "
-            f"authentication: {exc}"
+        raise errors.GlanceAuthError(
+            f"cannot set up authentication: {exc}"
         ) from exc
-    session = ks_session.Session(
-        auth=auth,
-        verify=cloud.verify,
-        timeout=args.timeout or config.DEFAULT_TIMEOUT,
-    )
-    return auth, session, cloud
-
-
-def _make_client(
-    args: argparse.Namespace, conf: cfg.ConfigOpts
-) -> glance.GlanceClient:
-    interface = args.os_interface
-    region_name = args.os_region_name
-    if args.os_cloud:
-        auth, session, cloud = _cloud_session(args)
-        interface = interface or cloud.interface or "public"
-        region_name = region_name or cloud.region_name
-    else:
-        if not args.os_auth_type:
-            if args.config_file:
-                return glance.GlanceClient.from_conf(conf)
-            if not args.os_endpoint_override:
-                raise UsageError(
-                    "no Glance to ask: give --os-auth-type (or OS_AUTH_TYPE, "
-                    "e.g. 'password' with OS_AUTH_URL..., or 'none' with "
-                    "--os-endpoint URL), --os-cloud, or --config-file with "
-                    "a [glance] section"
-                )
-        try:
-            # None without --os-auth-type: a token-less Glance named by
-            # its URL
-            auth = ks_loading.load_auth_from_argparse_arguments(args)
-            session = ks_loading.load_session_from_argparse_arguments(
-                args, auth=auth
-            )
-        except ks_exc.ClientException as exc:
-            raise errors.GlanceAuthError(
-                f"cannot set up authentication: {exc}"
-            ) from exc
-        if session.timeout is None:
-            session.timeout = config.DEFAULT_TIMEOUT
-    adapter = ks_adapter.Adapter(
-        session,
-        auth=auth,
-        service_type=args.os_service_type or "image",
-        service_name=args.os_service_name,
-        interface=interface,
-        region_name=region_name,
-        endpoint_override=args.os_endpoint_override,
-        connect_retries=config.DEFAULT_CONNECT_RETRIES,
-    )
-    return glance.GlanceClient(
-        adapter,
-        use_store_detail=conf[config.GROUP].use_store_detail,
-        max_response_bytes=conf[config.GROUP].max_response_bytes,
-        answer_deadline=conf[config.GROUP].answer_deadline,
+    raise UsageError(
+        "no Glance to ask: give --os-cloud (clouds.yaml), --os-auth-type "
+        "(or OS_AUTH_TYPE, e.g. 'password' with OS_AUTH_URL..., or 'none' "
+        "with --os-endpoint URL), or --config-file with a [glance] section"
     )
 
 
@@ -502,47 +475,18 @@ def cmd_stores(ctx: Context) -> int:
     return EXIT_OK
 
 
-def _parse_specs(items: Sequence[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{item!r} is not KEY=VALUE")
-        if key in result:
-            raise UsageError(f"{key!r} is given twice")
-        result[key] = value
-    return result
-
-
 def cmd_validate(ctx: Context) -> int:
     """``validate``: check a whole extra-spec set."""
-    extra = _parse_specs(ctx.args.specs)
+    extra = _commands.parse_specs(ctx.args.specs)
     try:
-        # as strict as the API hook: this is what an admin may store
-        split = ctx.validator().validate_extra_specs(extra, strict_case=True)
+        split = _commands.validate(ctx.client, extra, ctx.settings)
     except errors.SpecError as exc:
         if ctx.args.format == "json":
-            ctx.print_json(
-                {
-                    "valid": False,
-                    "error": type(exc).__name__,
-                    "message": exc.message,
-                    "key": exc.key,
-                    "value": exc.value,
-                    "suggestion": exc.suggestion,
-                }
-            )
+            ctx.print_json(_commands.spec_error(exc))
         raise
     store_id = split.store_id
     if ctx.args.format == "json":
-        ctx.print_json(
-            {
-                "valid": True,
-                "store_id": store_id,
-                "backend_specs": dict(split.backend),
-                "image_service_specs": dict(split.image_service),
-            }
-        )
+        ctx.print_json(_commands.validation_result(split))
         return EXIT_OK
     if split.has_store_id:
         ctx.print(
@@ -557,50 +501,6 @@ def cmd_validate(ctx: Context) -> int:
         f"backend specs (for drivers and the scheduler): {backend or '-'}"
     )
     return EXIT_OK
-
-
-def _read_types(path: str) -> list[audit.VolumeType]:
-    try:
-        if path == "-":
-            doc = json.load(sys.stdin)
-        else:
-            with open(path, encoding="utf-8") as stream:
-                doc = json.load(stream)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path!r}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise UsageError(f"{path!r} is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise UsageError(f"{path!r}: its JSON is nested too deeply") from exc
-    try:
-        return audit.parse_volume_types(doc)
-    except (ValueError, RecursionError) as exc:
-        raise UsageError(f"{path!r}: {exc}") from exc
-
-
-def _fetch_types(ctx: Context) -> list[audit.VolumeType]:
-    glance_adapter = ctx.client.adapter
-    # the same session, credentials, interface and region as for Glance
-    # (whether they came from flags, a cloud or a config file); another
-    # service
-    bs_adapter = ks_adapter.Adapter(
-        glance_adapter.session,
-        auth=glance_adapter.auth,
-        service_type=blockstorage.SERVICE_TYPE,
-        interface=glance_adapter.interface,
-        region_name=glance_adapter.region_name,
-        endpoint_override=ctx.args.block_storage_endpoint,
-        connect_retries=config.DEFAULT_CONNECT_RETRIES,
-    )
-    doc = blockstorage.list_volume_types(
-        bs_adapter, max_response_bytes=ctx.settings.max_response_bytes
-    )
-    try:
-        return audit.parse_volume_types(doc)
-    except ValueError as exc:
-        raise errors.BlockStorageError(
-            f"GET /types answered an unexpected document: {exc}"
-        ) from exc
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -685,27 +585,16 @@ def cmd_sweep(ctx: Context) -> int:
 def cmd_audit(ctx: Context) -> int:
     """``audit``: check every volume type against the live stores."""
     if ctx.args.from_file:
-        types = _read_types(ctx.args.from_file)
+        types = _commands.read_types(ctx.args.from_file)
     else:
-        types = _fetch_types(ctx)
-    catalog = ctx.client.get_store_catalog()
-    findings = audit.audit(types, catalog)
-    if findings:
-        # never call a type broken on the word of one Glance node: ask
-        # twice more (a load balancer sends each to the next node)
-        others = [ctx.client.get_store_catalog() for _ in range(2)]
-        findings = audit.audit(types, catalog, *others)
-    disputed = [f for f in findings if f.disputed]
-    findings = [f for f in findings if not f.disputed]
-    if ctx.args.format == "json":
-        ctx.print_json(
-            {
-                "checked": len(types),
-                "stores": [s.id for s in catalog.stores],
-                "broken": [f.as_dict() for f in findings],
-                "disputed": [f.as_dict() for f in disputed],
-            }
+        types = _commands.fetch_types(
+            ctx.connection.block_storage(ctx.args.block_storage_endpoint),
+            ctx.settings,
         )
+    report = _commands.run_audit(types, ctx.client.get_store_catalog)
+    findings, disputed = report.broken, report.disputed
+    if ctx.args.format == "json":
+        ctx.print_json(report.as_dict())
     elif findings:
         rows = [
             [
@@ -802,9 +691,9 @@ def cmd_upload(ctx: Context) -> int:
             name=args.name,
             disk_format=args.disk_format,
             container_format=args.container_format,
-            properties=_parse_specs(args.property),
+            properties=_commands.parse_specs(args.property),
         )
-    extra = _parse_specs(args.extra_spec) if args.extra_spec else None
+    extra = _commands.parse_specs(args.extra_spec) if args.extra_spec else None
     show = args.progress
     if show is None:
         show = ctx.err.isatty()
@@ -971,8 +860,9 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        parser = build_parser(argv)
-    except ks_exc.NoMatchingPlugin as exc:
+        cloud_config = _connect.cloud_config()
+        parser = build_parser(argv, cloud_config=cloud_config)
+    except (ks_exc.NoMatchingPlugin, _connect.ConfigError) as exc:
         print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return EXIT_USAGE
     try:
@@ -986,7 +876,14 @@ def main(
         logging.getLogger("keystoneauth").setLevel(logging.ERROR)
     func: Callable[[Context], int] = args.func
     try:
-        ctx = Context(args, _load_conf(args.config_file), out, err)
+        ctx = Context(
+            args,
+            _load_conf(args.config_file),
+            out,
+            err,
+            argv=argv,
+            cloud_config=cloud_config,
+        )
         # every command is one operation on Glance; an upload's own data
         # flow is paused out of it (see volume_image.deadline)
         with deadline.within(ctx.settings.operation_deadline):

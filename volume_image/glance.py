@@ -30,7 +30,7 @@ from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
-from volume_image import config, deadline, errors, stores
+from volume_image import _ksa, config, errors, stores
 from volume_image.text import printable
 
 __all__ = ["CopyAnswer", "GlanceClient", "SizedBody", "from_response"]
@@ -44,51 +44,7 @@ _MAX_PAGES = 1000
 #: max_response_bytes): Glance's answers are kilobytes
 DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
 #: see [volume_image] answer_deadline
-DEFAULT_ANSWER_DEADLINE = 120.0
-# seconds before the first new try of a refused connection (keystoneauth's)
-_CONNECT_RETRY_DELAY = 0.5
-
-
-class TooLarge(Exception):
-    """An answer's body exceeded the cap (see :func:`read_capped`)."""
-
-
-class TooSlow(Exception):
-    """An answer's body did not arrive whole by the deadline."""
-
-
-def read_capped(
-    resp: requests.Response, cap: int, deadline: float | None = None
-) -> None:
-    """Read a streamed answer's body, at most ``cap`` bytes and until the
-    ``time.monotonic()`` ``deadline`` at the latest, into ``resp``
-    (``resp.content`` and ``resp.json()`` work afterwards).
-
-    Each read returns what has arrived (``read1``), so a server that
-    trickles a byte at a time is cut at the deadline, not after it.
-
-    :raises TooLarge: the body is longer; the connection is closed.
-    :raises TooSlow: the deadline passed first; the connection is closed.
-    """
-    raw = resp.raw
-    chunks = []
-    total = 0
-    while True:
-        try:
-            chunk = raw.read1(64 * 1024, decode_content=True)
-        except AttributeError:  # a test double without read1
-            chunk = raw.read(64 * 1024, decode_content=True)
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > cap:
-            resp.close()
-            raise TooLarge(total)
-        if deadline is not None and time.monotonic() > deadline:
-            resp.close()
-            raise TooSlow(total)
-        chunks.append(chunk)
-    resp._content = b"".join(chunks)
+DEFAULT_ANSWER_DEADLINE = _ksa.DEFAULT_ANSWER_DEADLINE
 
 
 _TAG = re.compile(r"<[^>]+>")
@@ -331,7 +287,17 @@ class GlanceClient:
         anyone: the configured one, or the one the last answer came
         from; None before any (error messages must do no network I/O).
         """
-        return endpoint_of(self.adapter) or self._seen_endpoint
+        return _ksa.endpoint_of(self.adapter) or self._seen_endpoint
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to wait for a connection: the session's timeout, or
+        :data:`volume_image.config.DEFAULT_TIMEOUT` when it has none
+        (``openstack``'s sessions have none unless ``api_timeout`` is
+        set, and a black-holed Glance must not hang an upload).
+        """
+        timeout = self.adapter.session.timeout
+        return float(timeout) if timeout else config.DEFAULT_TIMEOUT
 
     def invalidate(self) -> bool:
         """Drop the cached token, so the next request authenticates again.
@@ -357,7 +323,7 @@ class GlanceClient:
             kwargs["status_code_retries"] = 0
         started = time.monotonic()
         try:
-            resp = send(
+            resp = _ksa.send(
                 self.adapter,
                 method,
                 path,
@@ -366,9 +332,9 @@ class GlanceClient:
                 answer_deadline=self._answer_deadline,
                 **kwargs,
             )
-        except OutOfTime as exc:
+        except _ksa.OutOfTime as exc:
             raise _out_of_time(what, self.endpoint) from exc
-        except TooSlow as exc:
+        except _ksa.TooSlow as exc:
             slow = errors.GlanceUnavailable(
                 f"Glance is unavailable: {what}: its answer did not arrive "
                 f"whole within {time.monotonic() - started:.3g} s "
@@ -377,7 +343,7 @@ class GlanceClient:
             )
             slow.timed_out = True
             raise slow from exc
-        except TooLarge as exc:
+        except _ksa.TooLarge as exc:
             raise errors.GlanceRequestError(
                 f"{what}: Glance's answer is longer than {self._max_bytes} "
                 "bytes ([volume_image] max_response_bytes); it was not "
@@ -695,7 +661,7 @@ def _translate(
             else errors.GlanceUnavailable
         )
         # keystoneauth's message repeats the status and request id
-        detail = _KS_SUFFIX.sub("", str(exc.message)).rstrip(".")
+        detail = _ksa.keystone_detail(exc)
         return cls(
             f"Keystone refused the authentication ({status}: {detail}) "
             f"while trying to {what}: check the user, password, project "
@@ -722,81 +688,13 @@ def _translate(
             endpoint=endpoint,
         )
     # refused, reset, timed out, TLS: the service cannot be asked now
-    failure = describe_failure(exc)
+    failure = _ksa.describe_failure(exc)
     unavailable = errors.GlanceUnavailable(
         f"Glance is unavailable: {what} failed: {failure}",
         endpoint=endpoint,
     )
     unavailable.timed_out = failure == "timed out"
     return unavailable
-
-
-class OutOfTime(Exception):
-    """The operation's deadline (:mod:`volume_image.deadline`) passed."""
-
-
-def send(
-    adapter: ks_adapter.Adapter,
-    method: str,
-    url: str,
-    *,
-    cap: int,
-    answer_deadline: float,
-    connect_retries: int | None = None,
-    **kwargs: Any,
-) -> requests.Response:
-    """One request to an OpenStack API through ``adapter``, the way every
-    request of ours goes: no redirect followed (it would carry the
-    token), the answer read whole under ``cap`` bytes and within
-    ``answer_deadline`` seconds, everything cut to what is left of the
-    operation's deadline.
-
-    A refused connection is tried again, up to ``connect_retries`` times
-    (the adapter's by default), while the deadline allows.  A timeout
-    never is: keystoneauth would retry it as if refused, each time
-    costing the whole timeout again.
-
-    :raises OutOfTime: the deadline passed before an attempt.
-    :raises TooLarge: see :func:`read_capped`.
-    :raises TooSlow: see :func:`read_capped`.
-    :raises keystoneauth1.exceptions.ClientException: the request failed.
-    :raises requests.RequestException: reading the answer failed.
-    """
-    retries = adapter.connect_retries or 0
-    if connect_retries is not None:
-        retries = connect_retries
-    for attempt in range(retries + 1):
-        left = deadline.remaining()
-        limit = answer_deadline
-        if left is not None:
-            if left <= 0:
-                raise OutOfTime()
-            kwargs["timeout"] = _cut(
-                kwargs.get("timeout") or adapter.session.timeout, left
-            )
-            limit = min(limit, left)
-        started = time.monotonic()
-        try:
-            resp = adapter.request(
-                url,
-                method,
-                raise_exc=False,
-                redirect=False,
-                stream=True,
-                connect_retries=0,
-                **kwargs,
-            )
-        except ks_exc.ConnectFailure:
-            delay = min(_CONNECT_RETRY_DELAY * 2**attempt, 8.0)
-            left = deadline.remaining()
-            if attempt == retries or (left is not None and left < delay):
-                raise
-            LOG.debug("%s %s refused; again in %.1fs", method, url, delay)
-            time.sleep(delay)
-            continue
-        read_capped(resp, cap, started + limit)
-        return resp
-    raise AssertionError("unreachable")
 
 
 def _out_of_time(what: str, endpoint: str | None) -> errors.GlanceUnavailable:
@@ -810,30 +708,6 @@ def _out_of_time(what: str, endpoint: str | None) -> errors.GlanceUnavailable:
     return exc
 
 
-def _cut(timeout: Any, left: float) -> Any:
-    """``timeout`` (seconds, a (connect, read) pair, or None for none)
-    made no longer than ``left`` seconds.
-    """
-    if isinstance(timeout, tuple):
-        return tuple(left if t is None else min(t, left) for t in timeout)
-    return left if timeout is None else min(timeout, left)
-
-
-_KS_SUFFIX = re.compile(r"\s*\((?:HTTP \d+|Request-ID: [^)]*)\)")
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
-
-
-def endpoint_of(adapter: ks_adapter.Adapter) -> str | None:
-    """The URL ``adapter`` is configured to send to, or None (when it is
-    found in a service catalog).  For error messages: it never raises and
-    never asks Keystone for a token or a catalog.
-    """
-    # the "none" and "admin_token" plugins carry a fixed endpoint
-    plugin = adapter.auth or adapter.session.auth
-    url = adapter.endpoint_override or getattr(plugin, "endpoint", None)
-    return str(url) if url else None
-
-
 def _translate_auth(
     exc: Exception, what: str, endpoint: str | None
 ) -> errors.VolumeImageError:
@@ -845,23 +719,7 @@ def _translate_auth(
     ) or isinstance(exc, ks_exc.RequestTimeout | requests.Timeout):
         return errors.GlanceUnavailable(
             f"Keystone is unavailable: getting a token to {what} failed: "
-            f"{describe_failure(exc)}; check the auth URL",
+            f"{_ksa.describe_failure(exc)}; check the auth URL",
             endpoint=endpoint,
         )
     return _translate(exc, what, endpoint)
-
-
-def describe_failure(exc: Exception) -> str:
-    """The root cause of a connection failure, in a few words."""
-    if isinstance(exc, ks_exc.ConnectTimeout | requests.Timeout):
-        return "timed out"
-    if isinstance(exc, ks_exc.SSLError | requests.exceptions.SSLError):
-        return f"TLS error ({exc})"
-    match = _ERRNO.search(str(exc))
-    if match:
-        return match.group(1).strip().lower()
-    text = str(exc)
-    for marker in ("Connection aborted", "RemoteDisconnected", "reset"):
-        if marker in text:
-            return "the connection was cut"
-    return text

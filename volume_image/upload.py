@@ -696,7 +696,7 @@ class Uploader:
         header_store, cancel = job.header_store, job.cancel
         settings = self.settings
         timeout = (
-            self.client.adapter.session.timeout or config.DEFAULT_TIMEOUT,
+            self.client.connect_timeout,
             settings.upload_read_timeout,
         )
         attempt = 0

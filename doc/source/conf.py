@@ -18,7 +18,27 @@ extensions = [
     "sphinx.ext.autodoc",
     "oslo_config.sphinxext",
     "oslo_config.sphinxconfiggen",
+    # the openstack plugin's commands, from their own parsers (cliff comes
+    # with the test extra, through osc-lib)
+    "cliff.sphinxext",
     "volume_image_docs",
+]
+
+autoprogram_cliff_application = "openstack"
+# the formatter options are the same on every openstack command
+autoprogram_cliff_ignored = [
+    "--help",
+    "--format",
+    "--column",
+    "--noindent",
+    "--prefix",
+    "--max-width",
+    "--fit-width",
+    "--print-empty",
+    "--quote",
+    "--sort-column",
+    "--sort-ascending",
+    "--sort-descending",
 ]
 
 # oslo_config.sphinxconfiggen: writes _static/volume_image.conf.sample from

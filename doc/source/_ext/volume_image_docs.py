@@ -20,7 +20,7 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from volume_image import cli, errors
+from volume_image import _connect, cli, errors
 
 
 def _help(argv: list[str]) -> str:
@@ -28,7 +28,10 @@ def _help(argv: list[str]) -> str:
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "79"
     try:
-        parser = cli.build_parser(argv)
+        # no clouds.yaml, no OS_*: the page must not depend on who builds it
+        parser = cli.build_parser(
+            argv, cloud_config=_connect.cloud_config(isolated=True)
+        )
         if not argv:
             return parser.format_help()
         # argparse keeps subparsers only in its private action list
