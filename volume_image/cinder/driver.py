@@ -222,8 +222,9 @@ class _StoreAwareMixin:
                 "volume_image: upload of volume %s to image %s failed: %s",
                 volume.id,
                 image_id,
-                exc,
+                exc.details(),
             )
+            # the reason may reach the user: without Glance's endpoint
             raise exception.ImageUnacceptable(
                 image_id=image_id, reason=str(exc)
             ) from exc
