@@ -860,7 +860,9 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        cloud_config = _connect.cloud_config()
+        cloud_config = (
+            _connect.cloud_config() if _connect.clouds_wanted(argv) else None
+        )
         parser = build_parser(argv, cloud_config=cloud_config)
     except (ks_exc.NoMatchingPlugin, _connect.ConfigError) as exc:
         print(f"{PROG}: error: {printable(str(exc))}", file=err)

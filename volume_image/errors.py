@@ -238,6 +238,9 @@ class GlanceUnavailable(GlanceError):
     #: the request timed out (Glance hangs) rather than being refused or
     #: answered: asking again at once would only wait as long again
     timed_out = False
+    #: seconds Glance asked to wait before asking again (``Retry-After``
+    #: of a 503), or None
+    retry_after: float | None = None
 
 
 class GlanceAuthError(GlanceError):

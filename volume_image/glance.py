@@ -15,6 +15,8 @@ mode it drops extra headers such as ``X-Image-Meta-Store``.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import email.utils
 import html
 import logging
 import re
@@ -112,6 +114,59 @@ def _request_id(resp: requests.Response | None) -> str | None:
     return resp.headers.get("x-openstack-request-id")
 
 
+#: Glance's status -> our class and what to say after Glance's message
+#: ("{text}" is "<what> answered <status>: <Glance's message>"), as
+#: keystoneauth's own table does; 5xx is GlanceUnavailable, anything else
+#: GlanceRequestError.  400 and 410 for an upload naming a store are the
+#: two cases decided by Glance's message (see :func:`from_response`).
+_STATUS_ERRORS: dict[int, tuple[type[errors.VolumeImageError], str]] = {
+    401: (
+        errors.GlanceAuthError,
+        "{text}. Glance refused the token: check the credentials, or that "
+        "the token is neither expired nor revoked",
+    ),
+    403: (
+        errors.GlanceAuthError,
+        "not allowed: {text}. The user's role does not allow this: uploads "
+        "need the member role in the project, store details need admin",
+    ),
+    409: (
+        errors.ImageStateConflict,
+        "{text}. The image is not in 'queued' state",
+    ),
+    413: (
+        errors.QuotaExceeded,
+        "{text}. The image quota, Glance's image_size_cap or the store's "
+        "space is exhausted",
+    ),
+    415: (
+        errors.FormatRejected,
+        "{text}. Glance refused the data for this disk_format",
+    ),
+}
+
+
+def retry_after(resp: requests.Response) -> float | None:
+    """Seconds Glance (or a proxy in front of it) asks to wait, from a
+    ``Retry-After`` header in seconds or as an HTTP date; None without.
+    """
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
 def from_response(
     resp: requests.Response,
     what: str,
@@ -122,8 +177,9 @@ def from_response(
 ) -> errors.VolumeImageError:
     """Build the error for an unexpected Glance answer.
 
-    The status picks the class; for an upload with a named store, 400 and
-    410 mean an unknown or read-only store.
+    The status picks the class (:data:`_STATUS_ERRORS`); for an upload
+    with a named store, 400 and 410 naming the store mean an unknown or
+    read-only store.  A 5xx carries Glance's ``Retry-After``, if any.
 
     :param resp: Glance's answer.
     :param what: what we asked, e.g. ``"GET /v2/info/stores"``.
@@ -139,20 +195,8 @@ def from_response(
         "endpoint": endpoint,
     }
     text = f"{what} answered {status}: {msg.rstrip('.')}"
-    if status == 401:
-        return errors.GlanceAuthError(
-            f"{text}. Glance refused the token: check the credentials, or "
-            "that the token is neither expired nor revoked",
-            **common,
-        )
-    if status == 403:
-        return errors.GlanceAuthError(
-            f"not allowed: {text}. The user's role does not allow this: "
-            "uploads need the member role in the project, store details "
-            "need admin",
-            **common,
-        )
-    if store_id is not None and status == 400 and "store" in msg.lower():
+    about_store = store_id is not None and "store" in msg.lower()
+    if about_store and status == 400:
         return errors.UnknownStore(
             f"Glance has no store {store_id!r} any more ({msg}); it was "
             "removed since the volume type was set. Run 'volume-image "
@@ -161,7 +205,7 @@ def from_response(
             value=store_id,
             **common,
         )
-    if store_id is not None and status == 410 and "store" in msg.lower():
+    if about_store and status == 410:
         return errors.ReadOnlyStore(
             f"Glance refused data for store {store_id!r}: {msg}. Choose a "
             "writable store",
@@ -169,29 +213,17 @@ def from_response(
             value=store_id,
             **common,
         )
-    if status == 409:
-        return errors.ImageStateConflict(
-            f"{text}. The image is not in 'queued' state",
-            image_id=image_id,
-            **common,
-        )
-    if status == 413:
-        return errors.QuotaExceeded(
-            f"{text}. The image quota, Glance's image_size_cap or the "
-            "store's space is exhausted",
-            image_id=image_id,
-            **common,
-        )
-    if status == 415:
-        return errors.FormatRejected(
-            f"{text}. Glance refused the data for this disk_format",
-            image_id=image_id,
-            **common,
-        )
+    if status in _STATUS_ERRORS:
+        cls, template = _STATUS_ERRORS[status]
+        if issubclass(cls, errors.UploadError):
+            common["image_id"] = image_id
+        return cls(template.format(text=text), **common)
     if status >= 500:
-        return errors.GlanceUnavailable(
+        unavailable = errors.GlanceUnavailable(
             f"Glance is unavailable: {text}", **common
         )
+        unavailable.retry_after = retry_after(resp)
+        return unavailable
     return errors.GlanceRequestError(text, **common)
 
 

@@ -235,11 +235,25 @@ def _idempotent(call: Callable[..., T], *args: str) -> T:
         try:
             return call(*args)
         except errors.GlanceUnavailable as exc:
-            if delay is None or exc.timed_out or _past(delay):
+            if delay is None or exc.timed_out:
+                raise
+            delay = _waited(delay, exc)
+            if _past(delay):
                 raise
             LOG.debug("Glance unavailable (%s); again in %.1fs", exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _waited(delay: float, exc: errors.VolumeImageError) -> float:
+    """``delay``, or longer when Glance's 503 asked for it (Retry-After),
+    at most :data:`_RETRY_DELAY_CAP`.
+    """
+    if not isinstance(exc, errors.GlanceUnavailable):
+        return delay
+    if exc.retry_after is None:
+        return delay
+    return min(max(delay, exc.retry_after), _RETRY_DELAY_CAP)
 
 
 def _past(delay: float) -> bool:
@@ -754,9 +768,12 @@ class Uploader:
                         or not src.retriable
                     ):
                         raise
-                    delay = min(
-                        settings.upload_retry_delay * 2**retries,
-                        _RETRY_DELAY_CAP,
+                    delay = _waited(
+                        min(
+                            settings.upload_retry_delay * 2**retries,
+                            _RETRY_DELAY_CAP,
+                        ),
+                        exc,
                     )
                     if _past(delay):
                         exc.hints.append(

@@ -274,3 +274,32 @@ def test_deep_json_from_glance_is_a_glance_error(
     rmock.get(URL + "/v2/images/i1", json=[1, 2])
     with pytest.raises(errors.GlanceRequestError, match="not an object"):
         client.get_image("i1")
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("7", 7.0), ("0", 0.0), ("soon", None), (None, None)],
+)
+def test_a_503_carries_retry_after(
+    rmock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    header: str | None,
+    seconds: float | None,
+) -> None:
+    headers = {"Retry-After": header} if header is not None else {}
+    rmock.get(DETAIL, status_code=503, headers=headers)
+    with pytest.raises(errors.GlanceUnavailable) as info:
+        client.get_store_catalog()
+    assert info.value.retry_after == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    import email.utils
+    import time
+
+    resp = requests.Response()
+    resp.headers["Retry-After"] = email.utils.formatdate(
+        time.time() + 60, usegmt=True
+    )
+    waited = glance.retry_after(resp)
+    assert waited is not None and 55 <= waited <= 60

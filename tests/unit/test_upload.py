@@ -547,3 +547,29 @@ def test_one_cap_on_concurrent_uploads_per_process() -> None:
         waiter.join()
     finally:
         upload.Uploader(mock.Mock(), config.Settings())
+
+
+def test_a_retry_waits_as_long_as_glance_asks(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(upload, "_pause", lambda s, c: waits.append(s))
+
+    def busy_then_ok(request, context):  # type: ignore[no-untyped-def]
+        b"".join(request.body)
+        if not waits:
+            context.status_code = 503
+            context.headers["Retry-After"] = "3"
+            return ""
+        context.status_code = 204
+        return ""
+
+    glance_mock.put(IMG + "/file", text=busy_then_ok)
+    glance_mock.get(IMG, [{"json": {"status": "queued"}}, {"json": active()}])
+    result = make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    assert result.attempts == 2
+    # our own backoff is 0 here: the wait is Glance's
+    assert waits == [3.0]
