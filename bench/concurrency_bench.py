@@ -7,10 +7,12 @@ method starts N client processes at once, each uploading the same random
 file to store ``cheap``; the methods alternate, the order flipping every
 round.  Ours is the ``volume-image upload`` command end to end (image
 create, stream, verify), and ``ours-nv`` the same with
-``verify_upload = false`` (nothing hashed); curl only PUTs into an image
-created beforehand.  Reported per N and method (medians over rounds): aggregate
-MB/s (N x size / wall time of the round), client CPU-s per GiB (all N
-processes), and failures (a non-zero exit or an image not ``active``).
+``verify_upload = false`` (nothing hashed); ``ours-lib`` is N verified
+uploads in one process, N threads, as cinder-volume runs them; curl only
+PUTs into an image created beforehand.  Reported per N and method
+(medians over rounds): aggregate MB/s (N x size / wall time of the
+round), client CPU-s per GiB (all N processes), and failures (a
+non-zero exit or an image not ``active``).
 The hashlib floor of one sha512 pass is measured in the same run, and
 so is Glance's own CPU per GiB (its uWSGI master and workers).
 
@@ -21,6 +23,7 @@ client's CPU no longer slows Glance down.
 
     .venv/bin/python -m bench.concurrency_bench [--size-mib 256]
         [--rounds 2] [--n 1,2,4,8] [--split-cores]
+        [--methods curl,ours,ours-nv,ours-lib]
 
 Writes ``bench/results/concurrency.json``.
 """
@@ -92,11 +95,51 @@ def _tree(pid: int) -> list[int]:
     return [pid, *(int(p) for p in out.split())]
 
 
+def _threads(n: int, url: str, path: str) -> None:
+    """``ours-lib``: N uploads at once in this one process, each in its
+    own thread, as cinder-volume runs them (one process, N green
+    threads); prints the image ids as JSON.
+    """
+    import threading
+
+    from keystoneauth1 import adapter, session
+
+    from volume_image import GlanceClient, ImageMeta, Settings, Uploader
+
+    client = GlanceClient(
+        adapter.Adapter(session.Session(timeout=60), endpoint_override=url)
+    )
+    uploader = Uploader(client, Settings(max_concurrent_uploads=n))
+    ids: list[str] = []
+
+    def one() -> None:
+        result = uploader.upload(path, ImageMeta("bench-n"), store_id="cheap")
+        ids.append(result.image_id)
+
+    workers = [threading.Thread(target=one) for _ in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print(json.dumps(ids))
+
+
 def _round(
     method: str, n: int, url: str, path: Path, server: list[int]
 ) -> dict[str, float]:
-    """N clients of ``method`` at once."""
-    cmds = [_command(method, url, path) for _ in range(n)]
+    """N clients of ``method`` at once (``ours-lib``: one process with N
+    threads).
+    """
+    if method == "ours-lib":
+        cmds = [
+            (
+                [sys.executable, "-m", "bench.concurrency_bench",
+                 "--threads", str(n), "--url", url, str(path)],
+                "",
+            )
+        ]  # fmt: skip
+    else:
+        cmds = [_command(method, url, path) for _ in range(n)]
     server_cpu = _cpu_of(server)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     t0 = time.monotonic()
@@ -119,6 +162,9 @@ def _round(
         out = proc.stdout.read() if proc.stdout else b""
         if proc.returncode:
             failures += 1
+            continue
+        if method == "ours-lib":
+            images.extend(json.loads(out))
             continue
         if method.startswith("ours"):
             image_id = json.loads(out)["image_id"]
@@ -149,7 +195,15 @@ def main() -> None:
         action="store_true",
         help="Glance and MariaDB on the last core, the clients on the rest",
     )
+    parser.add_argument("--methods", default="curl,ours,ours-nv,ours-lib")
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("path", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        _threads(args.threads, args.url, args.path)
+        return
+    methods = args.methods.split(",")
     cores = sorted(os.sched_getaffinity(0))
     if args.split_cores and len(cores) < 2:
         parser.error("--split-cores needs two cores")
@@ -177,7 +231,7 @@ def main() -> None:
         floor = _sha512_floor(data)
         for r in range(args.rounds):
             for n in counts:
-                order = ["curl", "ours", "ours-nv"]
+                order = list(methods)
                 if (r + n) % 2:
                     order.reverse()
                 for method in order:
@@ -196,7 +250,7 @@ def main() -> None:
     print(f"{'N':>2} {'method':6} {'MB/s':>7} {'ratio':>6} {'CPU-s/GiB':>10}"
           f" {'ratio':>6} {'Glance':>7} failures")  # fmt: skip
     for n in counts:
-        for method in ("curl", "ours", "ours-nv"):
+        for method in methods:
             mine = [x for x in runs if x["n"] == n and x["method"] == method]
             summary[f"{method}-{n}"] = {
                 "mb_s": statistics.median(x["mb_s"] for x in mine),
@@ -209,7 +263,7 @@ def main() -> None:
                 "failures": sum(x["failures"] for x in mine),
             }
         curl = summary[f"curl-{n}"]
-        for method in ("curl", "ours", "ours-nv"):
+        for method in methods:
             row = summary[f"{method}-{n}"]
             print(
                 f"{n:>2} {method:6} {row['mb_s']:7.1f} "

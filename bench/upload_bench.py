@@ -53,6 +53,37 @@ r = upload.Uploader(client, settings).upload(
 print(r.image_id)
 """
 
+# the same PUT with no HTTP library: a plain socket, the body sent from a
+# reused buffer (``raw-send``: what requests and urllib3 cost per chunk)
+# or by the kernel (``raw-sendfile``: what a zero-copy send would save)
+RAW = """
+import os, socket, sys, urllib.parse
+url, path, image_id, mode = sys.argv[1:5]
+u = urllib.parse.urlsplit(url)
+size = os.path.getsize(path)
+sock = socket.create_connection((u.hostname, u.port))
+sock.sendall((
+    f"PUT /v2/images/{image_id}/file HTTP/1.1\\r\\nHost: {u.netloc}\\r\\n"
+    "Content-Type: application/octet-stream\\r\\n"
+    "X-Image-Meta-Store: cheap\\r\\n"
+    f"Content-Length: {size}\\r\\nConnection: close\\r\\n\\r\\n"
+).encode())
+with open(path, "rb", buffering=0) as f:
+    if mode == "sendfile":
+        sock.sendfile(f)
+    else:
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            sock.sendall(view[:n])
+answer = b""
+while chunk := sock.recv(65536):
+    answer += chunk
+status = answer.split(b" ", 2)[1]
+assert status in (b"204", b"200"), answer[:200]
+print(image_id)
+"""
+
 SDK = """
 import sys
 import openstack
@@ -142,7 +173,7 @@ def _sha512_floor(path: Path) -> float:
 
 def run_method(method: str, url: str, path: Path, glance_bin: Path) -> dict:
     image_id = None
-    if method in ("curl", "glance"):
+    if method in ("curl", "glance", "raw-send", "raw-sendfile"):
         image_id = _new_image(url)
     if method == "ours-verify":
         cmd = [sys.executable, "-c", OURS, url, str(path), "1"]
@@ -155,6 +186,9 @@ def run_method(method: str, url: str, path: Path, glance_bin: Path) -> dict:
             "upload", str(path), "--name", "bench", "--store-id", "cheap",
             "--format", "json",
         ]  # fmt: skip
+    elif method in ("raw-send", "raw-sendfile"):
+        mode = method.split("-")[1]
+        cmd = [sys.executable, "-c", RAW, url, str(path), str(image_id), mode]
     elif method == "sdk":
         sdk = launcher.ensure_venv("clients") / "bin" / "python"
         cmd = [str(sdk), "-c", SDK, url, str(path)]
@@ -213,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--plot", type=Path, default=plot.DEFAULT_OUT)
+    parser.add_argument(
+        "--methods",
+        default="ours-verify,ours-noverify,ours-cli,curl,glance,sdk",
+        help="comma-separated; also raw-send and raw-sendfile (a plain "
+        "socket PUT: what the HTTP library and a zero-copy send change)",
+    )
     args = parser.parse_args(argv)
 
     base = Path(tempfile.mkdtemp(prefix="volume-image-bench-"))
@@ -226,14 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     server = launcher.GlanceServer(base / "glance", processes=2)
     server.start()
     glance_bin = server.venv() / "bin" / "glance"
-    methods = [
-        "ours-verify",
-        "ours-noverify",
-        "ours-cli",
-        "curl",
-        "glance",
-        "sdk",
-    ]
+    methods = args.methods.split(",")
     runs: list[dict] = []
     try:
         for r in range(args.rounds):

@@ -70,7 +70,9 @@ _opts = [
         default=True,
         help="Ask GET /v2/info/stores/detail first, to learn each store's "
         "type and weight. Needs the admin role; on 403 the basic list is "
-        "used.",
+        "used (asked again at each refresh, as one client may serve "
+        "callers with other roles). Validation needs only the basic list: "
+        "set false where the credentials are never admin's.",
     ),
     cfg.IntOpt(
         "upload_retries",

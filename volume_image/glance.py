@@ -430,9 +430,10 @@ class GlanceClient:
             if resp.status_code == 200:
                 return self._parse(resp, detailed=True)
             if resp.status_code == 403:
-                # not an admin: remember, so later refreshes cost one call
+                # not an admin, this time: not remembered, as one client
+                # serves callers with other roles (the filter forwards each
+                # caller's token); the store list is cached anyway
                 LOG.debug("stores/detail forbidden; using the basic list")
-                self._use_detail = False
             elif resp.status_code != 404:
                 raise from_response(
                     resp, "GET /v2/info/stores/detail", endpoint=self.endpoint
