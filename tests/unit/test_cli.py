@@ -86,7 +86,7 @@ def test_validate_exit_codes(
     glance: requests_mock.Mocker, spec: str, code: int, words: str
 ) -> None:
     glance.get(DETAIL, json=STORES)
-    got, out, err = run("validate", spec, "volume_backend_name=lvm")
+    got, _, err = run("validate", spec, "volume_backend_name=lvm")
     assert got == code, err
     assert words in err
 
