@@ -4,7 +4,7 @@
 #               and run every test against the real servers (Glance,
 #               cinder-api; qemu-img)
 # Server virtualenvs are built once and cached (see
-# volume_image/testing/launcher.py); the project's own venv is .venv.
+# harness/launcher.py); the project's own venv is .venv.
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,14 +20,14 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 servers: setup
-	$(BIN)/python -m volume_image.testing.launcher setup
+	$(BIN)/python -m harness.launcher setup
 
 demo: servers
-	$(BIN)/python -m volume_image.testing.demo
+	$(BIN)/python -m harness.demo
 
 lint: setup
-	$(BIN)/ruff check volume_image tests bench doc
-	$(BIN)/ruff format --check volume_image tests bench doc
+	$(BIN)/ruff check volume_image harness tests bench doc
+	$(BIN)/ruff format --check volume_image harness tests bench doc
 	$(BIN)/mypy
 
 # -W: a warning (broken reference, bad markup) fails the build

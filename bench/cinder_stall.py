@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from volume_image.testing import launcher
+from harness import launcher
 
 MiB = 1 << 20
 PATTERN = bytes(range(256)) * (MiB // 256)

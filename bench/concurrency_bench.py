@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from bench.upload_bench import _api, _sha512_floor
-from volume_image.testing import launcher
+from harness import launcher
 
 MiB = 1 << 20
 GiB = 1 << 30

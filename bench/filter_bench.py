@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from volume_image.testing import launcher
+from harness import launcher
 
 KEY = "image_service:store_id"
 

@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import plot
-from volume_image.testing import launcher
+from harness import launcher
 
 MiB = 1024 * 1024
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from volume_image.testing import launcher
+from harness import launcher
 
 KEY = "image_service:store_id"
 _names = itertools.count()

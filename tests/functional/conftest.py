@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from keystoneauth1 import adapter, session
 
+from harness import launcher
 from volume_image import glance
-from volume_image.testing import launcher
 
 _SERVERS: list[launcher.Server] = []
 
@@ -185,7 +185,7 @@ def glance_ha(
     (round robin, health checks on ``/healthcheck``).
 
     ``.url`` is haproxy's; ``.nodes``/``.node(name)`` the
-    :class:`~volume_image.testing.launcher.GlanceServer` nodes;
+    :class:`~harness.launcher.GlanceServer` nodes;
     ``.proxy`` the haproxy (``states()``, ``stats()``, ``admin()``).
     A test that kills or stops a node starts it again before it ends.
     """

@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from volume_image.testing import launcher
+from harness import launcher
 
 
 class CuttingProxy:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from volume_image.testing import launcher
+from harness import launcher
 
 from . import cinder_cases
 from .cinder_cases import KEY, CinderApi, Outcome

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from volume_image.testing import launcher
+from harness import launcher
 
 from .cinder_cases import KEY, CinderApi
 from .test_api_filter_real import start_all

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from volume_image.testing import launcher
+from harness import launcher
 
 from .conftest import _start
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from volume_image.testing import cinderapi, launcher
+from harness import cinderapi, launcher
 
 from . import cinder_volume_cases as cases
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
+from harness import launcher
 from volume_image import cli, colocation, config, errors, glance, upload
-from volume_image.testing import launcher
 
 from .conftest import count_requests, make_client
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from volume_image.testing import launcher
+from harness import launcher
 
 pytestmark = pytest.mark.functional
 

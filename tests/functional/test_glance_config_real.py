@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import launcher
 from volume_image import cli
-from volume_image.testing import launcher
 
 pytestmark = pytest.mark.functional
 

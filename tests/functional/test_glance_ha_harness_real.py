@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import launcher
 from volume_image import config, upload
-from volume_image.testing import launcher
 
 from .conftest import make_client
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import launcher
 from volume_image import config, errors, upload
-from volume_image.testing import launcher
 
 from .conftest import make_client
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from volume_image.testing import launcher
+from harness import launcher
 
 from .conftest import count_requests
 from .test_api_filter_real import start_all

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from keystoneauth1 import adapter
 
+from harness import launcher
 from volume_image import config, errors, glance, upload
-from volume_image.testing import launcher
 
 from .conftest import count_requests
 from .helpers import ThrottledFile

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from volume_image.testing import launcher
+from harness import launcher
 
 from .conftest import make_client
 from .helpers import GlanceProxy

@@ -18,8 +18,8 @@ import requests
 from keystoneauth1 import adapter, session
 from oslo_utils.imageutils import format_inspector
 
+from harness import launcher
 from volume_image import config, errors, glance, stores, upload, validation
-from volume_image.testing import launcher
 
 from .conftest import count_requests, make_client
 from .helpers import CuttingProxy, GlanceProxy, ThrottledFile

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import launcher
 from volume_image import errors, validation
-from volume_image.testing import launcher
 
 from .conftest import count_requests, make_client
 

@@ -19,7 +19,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from volume_image.testing import launcher
+from harness import launcher
 
 
 def _run(

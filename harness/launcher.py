@@ -11,17 +11,17 @@ own session and stopped by the PID they wrote, never by name.
 
 Command line::
 
-    python -m volume_image.testing.launcher setup      # venvs, qemu-img,
+    python -m harness.launcher setup      # venvs, qemu-img,
                                                        # rabbitmq-server,
                                                        # mariadb-server,
                                                        # haproxy
-    python -m volume_image.testing.launcher glance DIR  # run until Ctrl-C
-    python -m volume_image.testing.launcher cinder DIR GLANCE_URL
-    python -m volume_image.testing.launcher rabbit DIR
-    python -m volume_image.testing.launcher stack DIR   # rabbit + Glance +
+    python -m harness.launcher glance DIR  # run until Ctrl-C
+    python -m harness.launcher cinder DIR GLANCE_URL
+    python -m harness.launcher rabbit DIR
+    python -m harness.launcher stack DIR   # rabbit + Glance +
                                                        # api/scheduler/volume
-    python -m volume_image.testing.launcher mariadb DIR
-    python -m volume_image.testing.launcher ha DIR      # MariaDB + 2 Glance
+    python -m harness.launcher mariadb DIR
+    python -m harness.launcher ha DIR      # MariaDB + 2 Glance
                                                        # nodes x 4 workers +
                                                        # haproxy
 """
@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3 as ks_v3
 
-from volume_image.testing import cinderapi
+from harness import cinderapi
 
 __all__ = [
     "FILE_DRIVER",
@@ -105,7 +105,7 @@ VENVS: dict[str, list[str]] = {
     ],
 }
 
-_TEMPLATES = resources.files("volume_image.testing") / "templates"
+_TEMPLATES = resources.files("harness") / "templates"
 
 
 def cache_dir() -> Path:
@@ -1708,7 +1708,7 @@ class CinderServer(Server):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         # the directory that holds the volume_image package: the worker
         # imports the filter from the source under test
-        source_root = Path(__file__).resolve().parents[2]
+        source_root = Path(__file__).resolve().parents[1]
         values = {
             "BASE": str(self.base),
             "ETC": str(self.etc),
@@ -1738,7 +1738,7 @@ class CinderServer(Server):
     def command(self) -> list[str]:
         if self.wsgi_server == "uwsgi":
             return super().command()
-        source_root = Path(__file__).resolve().parents[2]
+        source_root = Path(__file__).resolve().parents[1]
         return [
             str(self.venv() / "bin" / "gunicorn"),
             "--bind",
@@ -1765,8 +1765,8 @@ class CinderServer(Server):
         return env
 
 
-#: the test volume driver (sparse files), see volume_image.testing.filedriver
-FILE_DRIVER = "volume_image.testing.filedriver.FileVolumeDriver"
+#: the test volume driver (sparse files), see harness.filedriver
+FILE_DRIVER = "harness.filedriver.FileVolumeDriver"
 
 
 def _ini_text(header: str, sections: dict[str, dict[str, str]]) -> str:
@@ -1798,7 +1798,7 @@ class CinderStack(CinderServer):
     upload path) and ``ours`` (``ours_driver``, e.g. volume_image's
     driver wrapping ``ours_wrapped_driver``); pin a volume to one with a
     type whose ``volume_backend_name`` is the backend's name
-    (:meth:`~volume_image.testing.cinderapi.CinderRest.backend_type`).
+    (:meth:`~harness.cinderapi.CinderRest.backend_type`).
     Volume bytes are in :meth:`volume_file`.
 
     cinder-volume reads a second config file that sets ``auth_strategy =
@@ -1997,7 +1997,7 @@ class CinderStack(CinderServer):
             _ini_text(
                 "cinder 29.0.0: api + scheduler + volume over RabbitMQ, "
                 "sqlite.\nRendered by "
-                "volume_image.testing.launcher.CinderStack.",
+                "harness.launcher.CinderStack.",
                 self.config_sections(),
             )
         )
@@ -2023,7 +2023,7 @@ class CinderStack(CinderServer):
         # under test; no .pyc of the cinder venv's Python in the tree.
         # site/ holds the sitecustomize that makes sqlite queue writers
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), str(self.base / "site")]
+            [str(Path(__file__).resolve().parents[1]), str(self.base / "site")]
         )
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         # cinder-volume runs privsep-helper and cinder-rootwrap by name

@@ -1,5 +1,5 @@
 """A file-backed test volume driver for cinder-volume 29 (no LVM, no
-device-mapper, no iSCSI): what :class:`~volume_image.testing.launcher.
+device-mapper, no iSCSI): what :class:`~harness.launcher.
 CinderStack` runs its backends on.
 
 Each volume is a sparse file ``<file_volume_dir>/volume-<id>`` (see
@@ -14,7 +14,7 @@ imported by cinder-volume only (inside the cinder virtualenv, with the
 project's source on its ``PYTHONPATH``); the project's own environment
 has no cinder.  Backend section options::
 
-    volume_driver = volume_image.testing.filedriver.FileVolumeDriver
+    volume_driver = harness.filedriver.FileVolumeDriver
     file_volume_dir = <directory of the volume files>
     # optional: log the event loop's stalls (see HubTicker)
     file_volume_ticker_file = <path>
@@ -62,7 +62,7 @@ cfg.CONF.register_opts(volume_opts, group=configuration.SHARED_CONF_GROUP)
 def volume_file(directory: str | Path, volume_id: str) -> Path:
     """Where the volume ``volume_id`` keeps its bytes.
 
-    :class:`~volume_image.testing.launcher.CinderStack.volume_file` uses
+    :class:`~harness.launcher.CinderStack.volume_file` uses
     the same formula (it cannot import this module: no cinder there).
     """
     return Path(directory) / f"volume-{volume_id}"

@@ -1,6 +1,6 @@
 """cinder-api 29 for gunicorn (see CinderServer(wsgi_server="gunicorn")).
 
-Rendered by volume_image.testing.launcher. Cinder reads its options from
+Rendered by harness.launcher. Cinder reads its options from
 sys.argv, which under gunicorn holds gunicorn's own: give it uWSGI's
 pyargv instead.
 """

@@ -1,7 +1,7 @@
 """sqlite shared by cinder-api, cinder-scheduler and cinder-volume.
 
 Written as ``sitecustomize.py`` into a directory on the PYTHONPATH of the
-processes of volume_image.testing.launcher.CinderStack (never imported by
+processes of harness.launcher.CinderStack (never imported by
 the project itself).
 
 oslo.db opens every sqlite transaction with a deferred ``BEGIN``: a

@@ -5,7 +5,7 @@ It does what a test needs and nothing more: volume types with extra
 specs, volumes on a chosen backend, ``os-volume_upload_image``, user
 messages, and waiting for a status.  :func:`parse_table` reads the
 tables that the real ``cinder`` command prints (see
-:meth:`volume_image.testing.launcher.CinderStack.cli`).
+:meth:`harness.launcher.CinderStack.cli`).
 """
 
 from __future__ import annotations
