@@ -16,6 +16,8 @@ store only through image import). The sha512 floor (one hashlib pass,
 page cache warm) is measured in the same run.
 
     .venv/bin/python -m bench.upload_bench [--size-mib 1024] [--rounds 3]
+    .venv/bin/python -m bench.upload_bench --concurrency 1,2,4,8 \
+        [-- --split-cores --methods curl,ours,ours-lib]
 
 It writes the runs to ``bench/results/upload.json`` and the plot of the
 docs' performance page to ``doc/source/_static/upload_bench.svg``.
@@ -253,7 +255,31 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated; also raw-send and raw-sendfile (a plain "
         "socket PUT: what the HTTP library and a zero-copy send change)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--concurrency",
+        metavar="N,N,...",
+        help="the concurrency mode instead: N uploads at once against a "
+        "4-worker Glance on MariaDB (bench.concurrency_bench; give its "
+        "other options after --)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.concurrency:
+        from bench import concurrency_bench
+
+        concurrency_bench.main(
+            [
+                "--n",
+                args.concurrency,
+                "--size-mib",
+                str(args.size_mib),
+                "--rounds",
+                str(args.rounds),
+                *[a for a in rest if a != "--"],
+            ]
+        )
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     base = Path(tempfile.mkdtemp(prefix="volume-image-bench-"))
     data = base / "volume.raw"
