@@ -130,7 +130,9 @@ def fetch_types(
         something else than volume types.
     """
     doc = blockstorage.list_volume_types(
-        adapter, max_response_bytes=settings.max_response_bytes
+        adapter,
+        max_response_bytes=settings.max_response_bytes,
+        answer_deadline=settings.answer_deadline,
     )
     try:
         return audit.parse_volume_types(doc)

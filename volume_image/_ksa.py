@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import requests
+import urllib3
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
@@ -61,6 +62,7 @@ def send(
     cap: int,
     answer_deadline: float,
     connect_retries: int | None = None,
+    data_flow: bool = False,
     **kwargs: Any,
 ) -> requests.Response:
     """One request to an OpenStack API through ``adapter``, the way every
@@ -69,10 +71,16 @@ def send(
     ``answer_deadline`` seconds, everything cut to what is left of the
     operation's deadline.
 
-    A refused connection is tried again, up to ``connect_retries`` times
-    (the adapter's by default), while the deadline allows.  A timeout
-    never is: keystoneauth would retry it as if refused, each time
-    costing the whole timeout again.
+    A connection that could not be made (refused, unreachable) is tried
+    again, up to ``connect_retries`` times (the adapter's by default),
+    while the deadline allows; a GET, HEAD or DELETE also after a cut
+    connection, which repeating cannot harm.  A timeout never is:
+    keystoneauth would retry it as if refused, each time costing the
+    whole timeout again.
+
+    :param data_flow: the request sends a volume's data: its timeouts are
+        the caller's (per socket operation), not cut to the deadline, and
+        the answer's clock starts once the data is sent.
 
     :raises OutOfTime: the deadline passed before an attempt.
     :raises TooLarge: see :func:`read_capped`.
@@ -84,7 +92,7 @@ def send(
     if connect_retries is not None:
         retries = connect_retries
     for attempt in range(retries + 1):
-        left = deadline.remaining()
+        left = None if data_flow else deadline.remaining()
         limit = answer_deadline
         if left is not None:
             if left <= 0:
@@ -104,17 +112,54 @@ def send(
                 connect_retries=0,
                 **kwargs,
             )
-        except ks_exc.ConnectFailure:
+        except ks_exc.ConnectFailure as exc:
             delay = min(_CONNECT_RETRY_DELAY * 2**attempt, 8.0)
             left = deadline.remaining()
-            if attempt == retries or (left is not None and left < delay):
+            if (
+                attempt == retries
+                or (left is not None and left < delay)
+                or not (method in _IDEMPOTENT or _not_sent(exc))
+            ):
                 raise
-            LOG.debug("%s %s refused; again in %.1fs", method, url, delay)
+            LOG.debug("%s %s failed; again in %.1fs", method, url, delay)
             time.sleep(delay)
             continue
+        if data_flow:
+            # the body took what the volume needs: the answer's own
+            # clock starts now
+            started = time.monotonic()
         read_capped(resp, cap, started + limit)
         return resp
     raise AssertionError("unreachable")
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
+_NOT_SENT = (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """Whether a connection failure happened before the request could be
+    sent (refused, unreachable, no such host): only then may a POST or
+    PUT be sent again without risk of doing it twice.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # keystoneauth chains requests', which wraps urllib3's
+        if seen is None:
+            return False
+        if isinstance(
+            seen,
+            urllib3.exceptions.NewConnectionError | ConnectionRefusedError,
+        ):
+            return True
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return True
+        args = getattr(seen, "args", ())
+        nested = (
+            args[0] if args and isinstance(args[0], BaseException) else None
+        )
+        seen = nested or seen.__cause__ or seen.__context__
+    return False
 
 
 def _cut(timeout: Any, left: float) -> Any:
@@ -124,6 +169,13 @@ def _cut(timeout: Any, left: float) -> Any:
     if isinstance(timeout, tuple):
         return tuple(left if t is None else min(t, left) for t in timeout)
     return left if timeout is None else min(timeout, left)
+
+
+def _read(raw: Any) -> bytes:
+    try:
+        return bytes(raw.read1(64 * 1024, decode_content=True))
+    except AttributeError:  # a test double without read1
+        return bytes(raw.read(64 * 1024, decode_content=True))
 
 
 def read_capped(
@@ -138,6 +190,9 @@ def read_capped(
 
     :raises TooLarge: the body is longer; the connection is closed.
     :raises TooSlow: the deadline passed first; the connection is closed.
+    :raises requests.RequestException: the connection failed mid-answer
+        (``requests.ReadTimeout`` when it stalled), as requests would
+        raise it, never urllib3's own exceptions.
     """
     consumed = getattr(resp, "_content_consumed", False)
     if consumed and isinstance(resp._content, bytes):
@@ -153,9 +208,14 @@ def read_capped(
     total = 0
     while True:
         try:
-            chunk = raw.read1(64 * 1024, decode_content=True)
-        except AttributeError:  # a test double without read1
-            chunk = raw.read(64 * 1024, decode_content=True)
+            chunk = _read(raw)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            resp.close()
+            raise requests.exceptions.ReadTimeout(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # cut mid-answer: as requests would say it
+            resp.close()
+            raise requests.exceptions.ConnectionError(exc) from exc
         if not chunk:
             break
         total += len(chunk)

@@ -25,7 +25,10 @@ _MAX_PAGES = 1000
 
 
 def list_volume_types(
-    adapter: ks_adapter.Adapter, *, max_response_bytes: int = 16 * 1024 * 1024
+    adapter: ks_adapter.Adapter,
+    *,
+    max_response_bytes: int = 16 * 1024 * 1024,
+    answer_deadline: float = _ksa.DEFAULT_ANSWER_DEADLINE,
 ) -> dict[str, Any]:
     """Every volume type, public and private, with its extra specs.
 
@@ -42,7 +45,7 @@ def list_volume_types(
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
-        doc = _get(adapter, url, endpoint, max_response_bytes)
+        doc = _get(adapter, url, endpoint, max_response_bytes, answer_deadline)
         page = doc.get("volume_types") if isinstance(doc, dict) else None
         if not isinstance(page, list):
             raise errors.BlockStorageError(
@@ -69,7 +72,11 @@ def _next_link(doc: dict[str, Any]) -> str | None:
 
 
 def _get(
-    adapter: ks_adapter.Adapter, url: str, endpoint: str | None, cap: int
+    adapter: ks_adapter.Adapter,
+    url: str,
+    endpoint: str | None,
+    cap: int,
+    answer_deadline: float,
 ) -> Any:
     try:
         resp = _ksa.send(
@@ -78,7 +85,7 @@ def _get(
             url,
             headers={"Accept": "application/json"},
             cap=cap,
-            answer_deadline=_ksa.DEFAULT_ANSWER_DEADLINE,
+            answer_deadline=answer_deadline,
         )
     except _ksa.OutOfTime as exc:
         raise errors.BlockStorageError(

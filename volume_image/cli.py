@@ -12,11 +12,12 @@ before the subcommand, as with ``openstack``, and mean the same::
     volume-image validate image_service:store_id=cheap volume_backend_name=lvm
     volume-image audit --from-file types.json
 
-Exit codes: 0 success, 2 usage error, 3 invalid extra spec (or, for
-``audit``, a broken volume type; for ``check-glance-config``, a problem
-in Glance's configuration), 4 service error (Glance or the
-block-storage API unreachable, authentication, bad answer, no
-multi-store), 5 failed upload.
+Exit codes: 0 success, 2 usage error, 3 invalid extra spec or a store
+named on a Glance without multi-store (for ``audit``, a broken volume
+type; for ``check-glance-config``, a problem in Glance's configuration),
+4 service error (Glance or the block-storage API unreachable,
+authentication, bad answer, a deadline passed), 5 failed upload, 6
+uploaded but not verified, 130/143 upload cancelled by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def build_parser(
         "specs, and upload volumes to Glance stores.",
         epilog="Exit codes: 0 success, 2 usage error, 3 invalid extra "
         "spec or broken volume type, 4 Glance or block-storage API error, "
-        "5 failed upload.",
+        "5 failed upload, 6 uploaded but not verified, 130/143 upload "
+        "cancelled by SIGINT/SIGTERM.",
     )
     parser.add_argument(
         "--config-file",

@@ -264,10 +264,15 @@ def unchanged(
     ``os_hash_algo``, ``os_hash_value``) between two records; empty when
     nothing did.
     """
+
+    def value(record: Mapping[str, Any], field: str) -> Any:
+        # an empty string and a null say the same: no such digest
+        return record.get(field) or None
+
     return [
         f"{field} was {before.get(field)!r}, now {after.get(field)!r}"
         for field in ("size", "checksum", "os_hash_algo", "os_hash_value")
-        if before.get(field) != after.get(field)
+        if value(before, field) != value(after, field)
     ]
 
 
@@ -415,8 +420,26 @@ def copy_to_stores(
             "(another import kept the image busy)",
         )
     if not image:
-        image = client.get_image(image_id)
+        image = _read(client, image_id, sleep)
     return [done[s] for s in targets], image
+
+
+def _read(
+    client: glance.GlanceClient,
+    image_id: str,
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
+    """GET the image, riding out a brief outage (refused, 5xx): a poll
+    that fails once must not end the copies' judgement.
+    """
+    for delay in (0.5, 1.0, 2.0, None):
+        try:
+            return client.get_image(image_id)
+        except errors.GlanceUnavailable as exc:
+            if delay is None or exc.timed_out:
+                raise
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _wait(
@@ -432,7 +455,7 @@ def _wait(
     """Read the image until no import holds it or the deadline passes."""
     delay = _POLL_FIRST
     while True:
-        image = client.get_image(image_id)
+        image = _read(client, image_id, sleep)
         if not wait or not image.get("os_glance_import_task"):
             return image
         if clock() + delay > until:

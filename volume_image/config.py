@@ -80,7 +80,8 @@ _opts = [
         min=0,
         help="How many times a failed upload is sent again. Only "
         "connection failures, 503 and a stream cut mid-way are retried, "
-        "always from byte 0 of the source.",
+        "always from byte 0 of the source; never a timeout (a Glance "
+        "that stopped reading would cost as long again).",
     ),
     cfg.FloatOpt(
         "upload_retry_delay",

@@ -20,7 +20,6 @@ import email.utils
 import html
 import logging
 import re
-import time
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -353,7 +352,6 @@ class GlanceClient:
             kwargs.setdefault("timeout", self._request_timeout)
             kwargs["connect_retries"] = 0
             kwargs["status_code_retries"] = 0
-        started = time.monotonic()
         try:
             resp = _ksa.send(
                 self.adapter,
@@ -369,8 +367,9 @@ class GlanceClient:
         except _ksa.TooSlow as exc:
             slow = errors.GlanceUnavailable(
                 f"Glance is unavailable: {what}: its answer did not arrive "
-                f"whole within {time.monotonic() - started:.3g} s "
-                "([volume_image] answer_deadline)",
+                "whole in time ([volume_image] answer_deadline, "
+                f"{self._answer_deadline:g} s, or what was left of the "
+                "operation_deadline)",
                 endpoint=self.endpoint,
             )
             slow.timed_out = True
@@ -670,6 +669,9 @@ class GlanceClient:
             connect_retries=0,
             status_code_retries=0,
             allow_reauth=False,
+            # its timeouts are per socket operation, its answer is timed
+            # from the last byte sent
+            data_flow=True,
         )
         if resp.status_code not in (200, 204):
             raise from_response(

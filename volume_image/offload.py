@@ -23,6 +23,7 @@ a native thread has no hub to wait on).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -82,11 +83,13 @@ class Worker:
     def __init__(self) -> None:
         self._green = green()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._last: _GreenPending | None = None
 
     def start(self, fn: Callable[..., T], *args: Any) -> Pending[T]:
         """Begin ``fn(*args)`` in the native thread."""
         if self._green:
-            return _GreenPending(fn, args)
+            self._last = _GreenPending(fn, args)
+            return self._last
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="volume_image"
@@ -94,7 +97,14 @@ class Worker:
         return self._pool.submit(fn, *args)
 
     def close(self) -> None:
-        """Wait for a call still running and end the thread."""
+        """Wait for a call still running and end the thread: the caller
+        may close or rewind the file it reads right after.
+        """
+        if self._last is not None:
+            last, self._last = self._last, None
+            with contextlib.suppress(Exception):
+                # its outcome was not wanted (the send failed first)
+                last.result()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -217,10 +217,13 @@ _SLOTS = _Slots()
 
 def _is_retriable(exc: errors.VolumeImageError) -> bool:
     # connection refused/reset/cut (no status) or 503; never a 500, which
-    # Glance also answers for data it could not read
-    return isinstance(exc, errors.GlanceUnavailable) and exc.status_code in (
-        None,
-        503,
+    # Glance also answers for data it could not read; never a timeout:
+    # a Glance that stopped reading for upload_read_timeout would only
+    # cost that long again
+    return (
+        isinstance(exc, errors.GlanceUnavailable)
+        and not exc.timed_out
+        and exc.status_code in (None, 503)
     )
 
 
@@ -533,29 +536,57 @@ class Uploader:
             }
         else:
             before = self._image(image_id)
-        copies, image = colocation.copy_to_stores(
-            self.copy_client,
-            image_id,
-            plan.copy_to,
-            timeout=self.settings.colocate_timeout,
-            cancel=cancel,
-        )
+        strict = self.settings.colocate_strict
+        try:
+            copies, image = colocation.copy_to_stores(
+                self.copy_client,
+                image_id,
+                plan.copy_to,
+                timeout=self.settings.colocate_timeout,
+                cancel=cancel,
+            )
+        except errors.GlanceError as exc:
+            # the upload is done and verified: a copy phase Glance could
+            # not finish is a store not copied, a failure only when strict
+            if strict:
+                raise
+            LOG.warning(
+                "image %s: the copies could not be finished: %s",
+                image_id,
+                exc.details(),
+            )
+            copies = [
+                colocation.StoreCopy(
+                    store,
+                    colocation.FAILED,
+                    f"Glance could not be asked: {exc}",
+                )
+                for store in plan.copy_to
+            ]
         # what the copies prove is what Glance reports afterwards: the
         # image is the same one (copy-image hashes what it writes and
         # fails on a mismatch) and lists each store
-        image = self._image(image_id)
-        changed = colocation.unchanged(before, image)
-        if changed:
-            raise errors.IntegrityError(
-                f"image {image_id} changed while it was copied: "
-                + "; ".join(changed)
-                + ". It has been deleted.",
-                image_id=image_id,
-            )
+        try:
+            image = self._image(image_id)
+        except errors.GlanceError:
+            if strict:
+                raise
+            image = {}
+        if image:
+            changed = colocation.unchanged(before, image)
+            if changed:
+                raise errors.IntegrityError(
+                    f"image {image_id} changed while it was copied: "
+                    + "; ".join(changed)
+                    + ". It has been deleted.",
+                    image_id=image_id,
+                )
         held = colocation.store_list(image.get("stores"))
         copies = [
-            dataclasses.replace(c, verified=c.store in held)
-            if c.status == colocation.COPIED
+            dataclasses.replace(
+                c, status=colocation.COPIED, reason="", verified=True
+            )
+            if c.store in held
             else c
             for c in copies
         ]

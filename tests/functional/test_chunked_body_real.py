@@ -117,7 +117,13 @@ def test_the_filter_checks_a_chunked_body(
     before = filtered.type_names()
     resp = chunked(filtered, method, path_of(type_id), body)
     assert resp.status_code == 400, resp.text
-    assert KEY in resp.text
+    # the filter's own message (Cinder without it answers 400 too on the
+    # extra-spec routes, but with its own words and no store named)
+    message = resp.json()["badRequest"]["message"]
+    assert KEY in message
+    assert (
+        "nosuch" in message or "reserved" in message or "read-only" in message
+    )
     assert filtered.specs(type_id) == {KEY: "fast"}
     assert filtered.type_names() == before
 

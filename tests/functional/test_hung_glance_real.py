@@ -73,7 +73,8 @@ def test_validate_waits_one_timeout(
     assert "timed out" in proc.stderr
     # one request (stores/detail), asked once; 4 x 2 s + backoff before
     assert len(accepted) == 1
-    assert 2 <= took < 5, took
+    # (the interpreter's start-up included; before: 4 x 2 s + 3.5 s)
+    assert 2 <= took < 8, took
 
 
 def test_the_operation_deadline_bounds_a_long_timeout(
@@ -85,7 +86,7 @@ def test_the_operation_deadline_bounds_a_long_timeout(
         "--timeout", "60", "stores",
     )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
-    assert took < 5, took
+    assert took < 8, took  # a 60 s timeout, cut to the 2 s deadline
 
 
 def test_an_upload_gives_up_at_its_deadline(
@@ -100,6 +101,6 @@ def test_an_upload_gives_up_at_its_deadline(
     )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
     assert "Glance is unavailable" in proc.stderr
-    assert took < 6, took
+    assert took < 9, took
     # one try of the first request; nothing asked again
     assert len(accepted) == 1

@@ -543,3 +543,54 @@ def test_cli_strict_flag_and_report(
     assert code == errors.ColocationError.exit_code == 5
     assert "not permitted" in err.getvalue()
     assert glance_mock.request_history[-1].method == "DELETE"
+
+
+def test_a_copy_phase_glance_cannot_finish_is_not_a_failure(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient, vol: Path
+) -> None:
+    """The upload is done and verified: a 503 on copy-image leaves the
+    image, reports the store as failed, and fails only in strict mode.
+    """
+    glance_mock.get(BASE, json={"id": "b1", "stores": "fast,cheap"})
+    glance_mock.post(
+        IMG + "/import", status_code=503, json={"message": "busy"}
+    )
+    glance_mock.get(IMG, json=active("fast"))
+    result = uploader(client).upload(
+        vol, upload.ImageMeta("x"), base_image_ref="b1"
+    )
+    assert result.verified and result.store == "fast"
+    placed = result.colocation
+    assert placed is not None
+    assert [(c.store, c.status) for c in placed.copies] == [
+        ("cheap", "failed")
+    ]
+    assert "could not be asked" in placed.copies[0].reason
+    assert not any(r.method == "DELETE" for r in glance_mock.request_history)
+    with pytest.raises(errors.GlanceUnavailable):
+        uploader(client, colocate_strict=True).upload(
+            vol, upload.ImageMeta("x"), base_image_ref="b1"
+        )
+    assert glance_mock.request_history[-1].method == "DELETE"
+
+
+def test_a_poll_that_fails_once_is_asked_again(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient, vol: Path
+) -> None:
+    glance_mock.get(BASE, json={"id": "b1", "stores": "fast,cheap"})
+    glance_mock.post(IMG + "/import", status_code=202)
+    glance_mock.get(
+        IMG,
+        [
+            {"json": active("fast")},  # the upload's verification
+            {"status_code": 503, "json": {"message": "db locked"}},
+            {"json": active("fast,cheap")},
+        ],
+    )
+    result = uploader(client).upload(
+        vol, upload.ImageMeta("x"), base_image_ref="b1"
+    )
+    assert result.colocation is not None
+    assert [(c.store, c.status) for c in result.colocation.copies] == [
+        ("cheap", "copied")
+    ]

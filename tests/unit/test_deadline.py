@@ -14,7 +14,7 @@ import requests
 import requests_mock
 from keystoneauth1 import adapter, session
 
-from volume_image import deadline, errors, glance, upload
+from volume_image import _ksa, deadline, errors, glance, upload
 
 from .conftest import URL
 from .test_upload import DATA, IMG, Recorder, active, make
@@ -143,7 +143,7 @@ def test_nothing_is_sent_past_the_deadline(
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(glance.time, "sleep", slept.append)
+    monkeypatch.setattr(_ksa.time, "sleep", slept.append)
     return slept
 
 
@@ -243,3 +243,122 @@ def test_retries_stop_at_the_deadline_and_clean_up(
     assert time.monotonic() - t0 < 1.5
     # cleanup still ran, on a budget of its own
     assert glance_mock.request_history[-1].method == "DELETE"
+
+
+def test_the_data_flow_keeps_its_timeouts_and_its_answer(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    tmp_path: Path,
+) -> None:
+    """An upload longer than the deadline: its PUT keeps (connect,
+    upload_read_timeout), and Glance's error answer after the data is
+    read and named, not taken for a slow Glance (and sent again).
+    """
+    vol = tmp_path / "v"
+    vol.write_bytes(DATA)
+    puts = []
+
+    def slow_then_413(request, context):  # type: ignore[no-untyped-def]
+        b"".join(request.body)
+        puts.append(request.timeout)
+        time.sleep(1.2)
+        context.status_code = 413
+        return '{"message": "Image exceeds the storage quota"}'
+
+    glance_mock.put(IMG + "/file", text=slow_then_413)
+    glance_mock.get(IMG, json={"status": "queued"})
+    with pytest.raises(errors.QuotaExceeded):
+        make(client, operation_deadline=1.0).upload(
+            vol, upload.ImageMeta("x"), store_id="cheap"
+        )
+    assert puts == [(5, 300.0)]
+
+
+@pytest.fixture
+def cutter() -> Iterator[tuple[int, list[int]]]:
+    """A server that reads a request, then closes without answering."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    seen: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            seen.append(1)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1], seen
+    listener.close()
+
+
+def test_a_post_cut_after_sending_is_not_sent_again(
+    cutter: tuple[int, list[int]], no_sleep: list[float]
+) -> None:
+    """The image may exist already: a second POST would make another."""
+    port, seen = cutter
+    client = hung_client(port, 5)
+    with pytest.raises(errors.GlanceUnavailable):
+        client.create_image({"name": "x"})
+    assert seen == [1] and no_sleep == []
+
+
+def test_a_get_cut_midway_is_asked_again(
+    cutter: tuple[int, list[int]], no_sleep: list[float]
+) -> None:
+    port, seen = cutter
+    with pytest.raises(errors.GlanceUnavailable):
+        hung_client(port, 5).get_store_catalog()
+    assert len(seen) == 4  # connect_retries = 3
+
+
+def test_a_refused_post_is_tried_again(no_sleep: list[float]) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens: refused
+    with pytest.raises(errors.GlanceUnavailable, match="refused"):
+        hung_client(port, 5).create_image({"name": "x"})
+    assert no_sleep == [0.5, 1.0, 2.0]
+
+
+@pytest.fixture
+def stalls_mid_answer() -> Iterator[int]:
+    """Headers and half a body, then nothing."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n" + b'{"stores": ['
+            )
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_stall_mid_answer_is_a_clean_timeout(stalls_mid_answer: int) -> None:
+    """urllib3's own ReadTimeoutError never escapes (it did: a traceback
+    on the command line, a 500 from the API hook).
+    """
+    with pytest.raises(errors.GlanceUnavailable, match="timed out") as info:
+        hung_client(stalls_mid_answer, 0.3).get_store_catalog()
+    assert info.value.timed_out

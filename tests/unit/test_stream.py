@@ -83,6 +83,11 @@ def test_a_file_object_that_cannot_seek_is_sent_once() -> None:
 
     src = _stream.Source(fileobj=Pipe(), size=0)  # type: ignore[arg-type]
     assert not src.retriable
+    with src.open() as f:
+        assert f.readinto(bytearray(4)) == 0
+    with pytest.raises(errors.SourceError, match="cannot be sent again"):
+        with src.open():
+            pass
 
 
 def test_digest_of_reads_the_whole_source_again(tmp_path: Path) -> None:

@@ -172,17 +172,33 @@ class _StoreAwareMixin:
         )
         settings = config.Settings.from_conf(CONF)
         client = _glance_client(context, settings)
+        base_image_ref = None
+        if volume.glance_metadata:
+            base_image_ref = volume.glance_metadata.get("image_id")
+        try:
+            # only an upload that may be copied needs the copy credentials
+            copy_client = (
+                _copy_client(client, settings) if base_image_ref else None
+            )
+        except errors.VolumeImageError as exc:
+            LOG.error(
+                "volume_image: [%s] cannot be used for the copies of "
+                "image %s: %s",
+                config.COPY_GROUP,
+                image_id,
+                exc.details(),
+            )
+            raise exception.ImageUnacceptable(
+                image_id=image_id, reason=str(exc)
+            ) from exc
         uploader = upload.Uploader(
             client,
             settings,
             cache=_catalog_cache(client, settings),
-            copy_client=_copy_client(client, settings),
+            copy_client=copy_client,
         )
         vtype = getattr(volume, "volume_type", None)
         extra_specs = dict(getattr(vtype, "extra_specs", None) or {})
-        base_image_ref = None
-        if volume.glance_metadata:
-            base_image_ref = volume.glance_metadata.get("image_id")
         meta = upload.ImageMeta(
             name=image_meta.get("name") or "",
             disk_format=disk_format,
