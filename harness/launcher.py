@@ -1024,6 +1024,17 @@ class RabbitServer(Server):
         """oslo.messaging's ``transport_url`` for this broker."""
         return f"rabbit://guest:guest@127.0.0.1:{self.port}/"
 
+    def vhost_url(self, name: str) -> str:
+        """A ``transport_url`` on a virtual host of its own, made if
+        needed: two Cinder stacks on one broker each need one, as their
+        queues (``cinder-scheduler``, ...) are named alike whatever the
+        exchange, and one stack's services would take the other's casts.
+        """
+        if name not in self.ctl("list_vhosts", "--quiet").split():
+            self.ctl("add_vhost", name)
+            self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return f"rabbit://guest:guest@127.0.0.1:{self.port}/{name}"
+
     def command(self) -> list[str]:
         # with RUNNING_UNDER_SYSTEMD the script `exec`s erl: our child's
         # PID is the broker's (beam.smp), so stopping by PID works

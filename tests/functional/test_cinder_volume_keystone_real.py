@@ -31,7 +31,8 @@ def stack(
     server = launcher.CinderStack(
         tmp_path_factory.mktemp("cinder-stack-keystone"),
         glance_keystone.url,
-        rabbit.transport_url,
+        # a vhost of its own: the session's stack may run on this broker
+        rabbit.vhost_url("keystone-stack"),
         ours_driver="volume_image.cinder.driver.StoreAwareDriver",
         ours_wrapped_driver=launcher.FILE_DRIVER,
         with_filter=False,
