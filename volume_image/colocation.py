@@ -324,6 +324,13 @@ def copy_to_stores(
     done: dict[str, StoreCopy] = {}
     remaining = list(targets)
     image: dict[str, Any] = {}
+
+    def settle(status: str, why: str) -> None:
+        """Every target still open ends as ``status``."""
+        for store in remaining:
+            done[store] = StoreCopy(store, status, why)
+        remaining.clear()
+
     for _ in range(_MAX_REQUESTS):
         if not remaining:
             break
@@ -336,30 +343,18 @@ def copy_to_stores(
             answer.message,
         )
         if answer.status in (403, 404):
-            why = (
+            settle(
+                NOT_PERMITTED,
                 f"the copy credentials may not copy this image "
-                f"({answer.status}: {answer.message})"
+                f"({answer.status}: {answer.message})",
             )
-            for store in remaining:
-                done[store] = StoreCopy(store, NOT_PERMITTED, why)
-            remaining = []
             break
-        if answer.status == 400 and _ALREADY not in answer.message.lower():
-            for store in remaining:
-                done[store] = StoreCopy(
-                    store, FAILED, f"Glance refused: {answer.message}"
-                )
-            remaining = []
-            break
-        busy = answer.status == 409 and any(
-            b in answer.message.lower() for b in _BUSY
-        )
-        if answer.status == 409 and not busy:
-            for store in remaining:
-                done[store] = StoreCopy(
-                    store, FAILED, f"Glance refused: {answer.message}"
-                )
-            remaining = []
+        message = answer.message.lower()
+        busy = answer.status == 409 and any(b in message for b in _BUSY)
+        if (answer.status == 400 and _ALREADY not in message) or (
+            answer.status == 409 and not busy
+        ):
+            settle(FAILED, f"Glance refused: {answer.message}")
             break
         # 202 (ours runs), 409 busy (another runs): wait until no import
         # holds the image; 400 already present: judge at once
@@ -374,51 +369,40 @@ def copy_to_stores(
         )
         verdict = judge(image, remaining)
         if verdict is None:
-            for store in remaining:
-                held = store in store_list(image.get("stores"))
-                done[store] = (
-                    StoreCopy(store, COPIED)
-                    if held
-                    else StoreCopy(
-                        store,
-                        UNFINISHED,
-                        f"still copying after {timeout:g} s "
-                        "([volume_image] colocate_timeout); Glance may "
-                        "finish it later",
-                    )
-                )
-            remaining = []
+            held = store_list(image.get("stores"))
+            for store in [s for s in remaining if s in held]:
+                done[store] = StoreCopy(store, COPIED)
+            remaining[:] = [s for s in remaining if s not in held]
+            settle(
+                UNFINISHED,
+                f"still copying after {timeout:g} s ([volume_image] "
+                "colocate_timeout); Glance may finish it later",
+            )
             break
         copied = [s for s, v in verdict.items() if v.status == COPIED]
         for store in copied:
             done[store] = verdict[store]
         if answer.status == 202:
-            message = _task_message(client, image_id)
+            task = _task_message(client, image_id)
             for store, v in verdict.items():
                 if v.status != COPIED:
                     done[store] = dataclasses.replace(
-                        v, reason=_explain(v.reason, message, store, image_id)
+                        v, reason=_explain(v.reason, task, store, image_id)
                     )
-            remaining = []
+            remaining.clear()
             break
         if answer.status == 400 and not copied:
             # "already present" but not listed: the catalog raced
-            for store in remaining:
-                done[store] = StoreCopy(
-                    store, FAILED, f"Glance refused: {answer.message}"
-                )
-            remaining = []
+            settle(FAILED, f"Glance refused: {answer.message}")
             break
         # someone else's copy ended, or some targets were there already:
         # ask again for the rest
-        remaining = [s for s in remaining if s not in copied]
-    for store in remaining:
-        done[store] = StoreCopy(
-            store,
-            FAILED,
-            f"Glance kept refusing after {_MAX_REQUESTS} requests "
-            "(another import kept the image busy)",
-        )
+        remaining[:] = [s for s in remaining if s not in copied]
+    settle(
+        FAILED,
+        f"Glance kept refusing after {_MAX_REQUESTS} requests "
+        "(another import kept the image busy)",
+    )
     if not image:
         image = _read(client, image_id, sleep)
     return [done[s] for s in targets], image

@@ -181,15 +181,11 @@ class _StoreAwareMixin:
                 _copy_client(client, settings) if base_image_ref else None
             )
         except errors.VolumeImageError as exc:
-            LOG.error(
-                "volume_image: [%s] cannot be used for the copies of "
-                "image %s: %s",
-                config.COPY_GROUP,
+            raise _unacceptable(
                 image_id,
-                exc.details(),
-            )
-            raise exception.ImageUnacceptable(
-                image_id=image_id, reason=str(exc)
+                exc,
+                f"[{config.COPY_GROUP}] cannot be used for "
+                f"the copies of image {image_id}",
             ) from exc
         uploader = upload.Uploader(
             client,
@@ -234,15 +230,10 @@ class _StoreAwareMixin:
                     base_image_ref=base_image_ref,
                 )
         except errors.VolumeImageError as exc:
-            LOG.error(
-                "volume_image: upload of volume %s to image %s failed: %s",
-                volume.id,
+            raise _unacceptable(
                 image_id,
-                exc.details(),
-            )
-            # the reason may reach the user: without Glance's endpoint
-            raise exception.ImageUnacceptable(
-                image_id=image_id, reason=str(exc)
+                exc,
+                f"upload of volume {volume.id} to image {image_id} failed",
             ) from exc
         finally:
             _CALLER.reset(token)
@@ -381,6 +372,19 @@ def _glance_client(
         use_store_detail=settings.use_store_detail,
         max_response_bytes=settings.max_response_bytes,
         answer_deadline=settings.answer_deadline,
+    )
+
+
+def _unacceptable(
+    image_id: str, exc: errors.VolumeImageError, what: str
+) -> Exception:
+    """Log ``exc`` with its details (endpoint, request id) and return
+    Cinder's error for it, whose reason may reach the user: our message
+    without Glance's endpoint.
+    """
+    LOG.error("volume_image: %s: %s", what, exc.details())
+    return exception.ImageUnacceptable(  # type: ignore[no-any-return]
+        image_id=image_id, reason=str(exc)
     )
 
 
