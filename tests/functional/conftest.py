@@ -126,7 +126,8 @@ def cinder_stack(
     server = launcher.CinderStack(
         tmp_path_factory.mktemp("cinder-stack"),
         glance_server.url,
-        rabbit.transport_url,
+        # every stack on the shared broker has a vhost of its own
+        rabbit.vhost_url("session-stack"),
         ours_driver="volume_image.cinder.driver.StoreAwareDriver",
         ours_wrapped_driver=launcher.FILE_DRIVER,
         with_filter=False,

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from harness import launcher
@@ -222,3 +223,36 @@ def _boolean_flags(data: bytes) -> bytes:
         if "read-only" in store:
             store["read-only"] = str(store["read-only"]).lower() == "true"
     return json.dumps(doc).encode()
+
+
+def write_clouds(
+    keystone: launcher.KeystoneServer,
+    directory: Path,
+    *,
+    name: str = "clouds.yaml",
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """A cloud per user, passwords apart in secure.yaml; ``extra`` adds
+    settings to a cloud (``{"demo": {"interface": "admin"}}``).
+    """
+    clouds: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for user in ("admin", "demo", "demo-reader"):
+        password, project, _ = keystone.USERS[user]
+        clouds[user] = {
+            "auth": {
+                "auth_url": keystone.auth_url,
+                "username": user,
+                "project_name": project,
+                "user_domain_id": "default",
+                "project_domain_id": "default",
+            },
+            "region_name": keystone.REGION,
+            "interface": "public",
+            **(extra or {}).get(user, {}),
+        }
+        secrets[user] = {"auth": {"password": password}}
+    directory.mkdir(parents=True, exist_ok=True)
+    # JSON is YAML
+    (directory / name).write_text(json.dumps({"clouds": clouds}))
+    (directory / "secure.yaml").write_text(json.dumps({"clouds": secrets}))

@@ -31,7 +31,7 @@ def stack(
     server = launcher.CinderStack(
         tmp_path_factory.mktemp("cinder-stack-keystone"),
         glance_keystone.url,
-        # a vhost of its own: the session's stack may run on this broker
+        # a vhost of its own, as every stack on the shared broker
         rabbit.vhost_url("keystone-stack"),
         ours_driver="volume_image.cinder.driver.StoreAwareDriver",
         ours_wrapped_driver=launcher.FILE_DRIVER,

@@ -13,12 +13,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ..rawserver import raw_server
 
 pytestmark = pytest.mark.functional
 
@@ -26,23 +27,8 @@ pytestmark = pytest.mark.functional
 @pytest.fixture
 def hung() -> Iterator[tuple[str, list[socket.socket]]]:
     """A server on 127.0.0.1 that accepts and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
-    listener.close()
-    for conn in accepted:
-        conn.close()
+    with raw_server() as (port, accepted):
+        yield f"http://127.0.0.1:{port}", accepted
 
 
 def run(

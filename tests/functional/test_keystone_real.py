@@ -17,7 +17,7 @@ from harness import launcher
 from volume_image import config, errors, glance, upload
 
 from .conftest import count_requests
-from .helpers import ThrottledFile
+from .helpers import ThrottledFile, write_clouds
 from .test_validate_real import cli
 
 pytestmark = pytest.mark.functional
@@ -279,27 +279,13 @@ def test_clouds_yaml(
     glance_keystone: launcher.GlanceServer,
     tmp_path: Path,
 ) -> None:
+    write_clouds(
+        keystone,
+        tmp_path,
+        extra={user: {"auth_type": "password"} for user in ("admin", "demo")},
+    )
     clouds_yaml = tmp_path / "clouds.yaml"
     secure_yaml = tmp_path / "secure.yaml"
-    entries = {}
-    secrets = {}
-    for user in ("admin", "demo"):
-        password, project, _ = keystone.USERS[user]
-        entries[user] = {
-            "auth_type": "password",
-            "auth": {
-                "auth_url": keystone.auth_url,
-                "username": user,
-                "project_name": project,
-                "user_domain_id": "default",
-                "project_domain_id": "default",
-            },
-            "region_name": keystone.REGION,
-            "interface": "public",
-        }
-        secrets[user] = {"auth": {"password": password}}
-    clouds_yaml.write_text(json.dumps({"clouds": entries}))  # JSON is YAML
-    secure_yaml.write_text(json.dumps({"clouds": secrets}))
     env = {
         "OS_CLIENT_CONFIG_FILE": str(clouds_yaml),
         "OS_CLIENT_SECURE_FILE": str(secure_yaml),

@@ -16,13 +16,13 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from harness import launcher
 
+from .helpers import write_clouds
 from .test_api_filter_real import start_all
 
 pytestmark = pytest.mark.functional
@@ -66,39 +66,6 @@ def volume_image(
     *args: str, home: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return run("volume-image", *args, home=home, env=env)
-
-
-def write_clouds(
-    keystone: launcher.KeystoneServer,
-    directory: Path,
-    *,
-    name: str = "clouds.yaml",
-    extra: dict[str, dict[str, Any]] | None = None,
-) -> None:
-    """A cloud per user, passwords apart in secure.yaml; ``extra`` adds
-    settings to a cloud (``{"demo": {"interface": "admin"}}``).
-    """
-    clouds: dict[str, Any] = {}
-    secrets: dict[str, Any] = {}
-    for user in ("admin", "demo", "demo-reader"):
-        password, project, _ = keystone.USERS[user]
-        clouds[user] = {
-            "auth": {
-                "auth_url": keystone.auth_url,
-                "username": user,
-                "project_name": project,
-                "user_domain_id": "default",
-                "project_domain_id": "default",
-            },
-            "region_name": keystone.REGION,
-            "interface": "public",
-            **(extra or {}).get(user, {}),
-        }
-        secrets[user] = {"auth": {"password": password}}
-    directory.mkdir(parents=True, exist_ok=True)
-    # JSON is YAML
-    (directory / name).write_text(json.dumps({"clouds": clouds}))
-    (directory / "secure.yaml").write_text(json.dumps({"clouds": secrets}))
 
 
 @pytest.fixture

@@ -21,3 +21,13 @@ def rmock() -> Iterator[requests_mock.Mocker]:
 def client(rmock: requests_mock.Mocker) -> glance.GlanceClient:
     sess = session.Session(timeout=5)
     return glance.GlanceClient(adapter.Adapter(sess, endpoint_override=URL))
+
+
+class Clock:
+    """A monotonic clock that moves only when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -16,16 +16,9 @@ from keystoneauth1 import adapter, session
 
 from volume_image import _ksa, deadline, errors, glance, upload
 
-from .conftest import URL
+from ..rawserver import raw_server
+from .conftest import URL, Clock
 from .test_upload import DATA, IMG, Recorder, active, make
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_budget_counts_down_except_while_paused() -> None:
@@ -71,24 +64,8 @@ def hung() -> Iterator[tuple[int, list[socket.socket]]]:
     """A server that accepts every connection and never answers; it
     counts the connections it was asked on.
     """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield listener.getsockname()[1], accepted
-    listener.close()
-    for conn in accepted:
-        conn.close()
+    with raw_server() as server:
+        yield server
 
 
 def hung_client(port: int, timeout: float) -> glance.GlanceClient:
@@ -275,41 +252,30 @@ def test_the_data_flow_keeps_its_timeouts_and_its_answer(
 
 
 @pytest.fixture
-def cutter() -> Iterator[tuple[int, list[int]]]:
+def cutter() -> Iterator[tuple[int, list[socket.socket]]]:
     """A server that reads a request, then closes without answering."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    seen: list[int] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            seen.append(1)
-            conn.close()
+    def cut(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], seen
-    listener.close()
+    with raw_server(cut) as server:
+        yield server
 
 
 def test_a_post_cut_after_sending_is_not_sent_again(
-    cutter: tuple[int, list[int]], no_sleep: list[float]
+    cutter: tuple[int, list[socket.socket]], no_sleep: list[float]
 ) -> None:
     """The image may exist already: a second POST would make another."""
     port, seen = cutter
     client = hung_client(port, 5)
     with pytest.raises(errors.GlanceUnavailable):
         client.create_image({"name": "x"})
-    assert seen == [1] and no_sleep == []
+    assert len(seen) == 1 and no_sleep == []
 
 
 def test_a_get_cut_midway_is_asked_again(
-    cutter: tuple[int, list[int]], no_sleep: list[float]
+    cutter: tuple[int, list[socket.socket]], no_sleep: list[float]
 ) -> None:
     port, seen = cutter
     with pytest.raises(errors.GlanceUnavailable):
@@ -330,29 +296,16 @@ def test_a_refused_post_is_tried_again(no_sleep: list[float]) -> None:
 @pytest.fixture
 def stalls_mid_answer() -> Iterator[int]:
     """Headers and half a body, then nothing."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100\r\n\r\n" + b'{"stores": ['
-            )
-            held.append(conn)
+    def stall(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n" + b'{"stores": ['
+        )
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1]
-    listener.close()
-    for conn in held:
-        conn.close()
+    with raw_server(stall) as (port, _):
+        yield port
 
 
 def test_a_stall_mid_answer_is_a_clean_timeout(stalls_mid_answer: int) -> None:

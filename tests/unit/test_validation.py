@@ -8,19 +8,11 @@ import requests_mock
 
 from volume_image import errors, glance, stores, validation
 
-from .conftest import URL
+from .conftest import URL, Clock
 
 CAT = stores.parse_stores(
     {"stores": [{"id": "fast", "default": "true"}, {"id": "cheap"}]}
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_ttl() -> None:
