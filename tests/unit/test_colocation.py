@@ -3,7 +3,6 @@ the upload pipeline at the HTTP edge (requests-mock)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from volume_image import (
 )
 
 from .conftest import URL
+from .test_upload import DATA, IMG, active
 
 CATALOG = stores.StoreCatalog(
     stores=(
@@ -35,8 +35,6 @@ CATALOG = stores.StoreCatalog(
 NO_DEFAULT = stores.StoreCatalog(
     stores=(stores.StoreInfo("cheap"), stores.StoreInfo("south"))
 )
-DATA = bytes(range(256)) * 4096
-IMG = URL + "/v2/images/i1"
 BASE = URL + "/v2/images/b1"
 STORES = {
     "stores": [
@@ -389,18 +387,6 @@ def test_copy_client_from_conf(client: glance.GlanceClient) -> None:
 # --- the pipeline -------------------------------------------------------
 
 
-def active(stores_: str) -> dict[str, object]:
-    return {
-        "id": "i1",
-        "status": "active",
-        "size": len(DATA),
-        "checksum": hashlib.md5(DATA).hexdigest(),  # noqa: S324
-        "os_hash_algo": "sha512",
-        "os_hash_value": hashlib.sha512(DATA).hexdigest(),
-        "stores": stores_,
-    }
-
-
 @pytest.fixture
 def vol(tmp_path: Path) -> Path:
     path = tmp_path / "v"
@@ -439,9 +425,9 @@ def test_upload_goes_to_the_plan_store_then_copies(
     glance_mock.get(
         IMG,
         [
-            {"json": active("south")},
-            {"json": active("south,cheap")},
-            {"json": active("south,cheap")},
+            {"json": active(store="south")},
+            {"json": active(store="south,cheap")},
+            {"json": active(store="south,cheap")},
         ],
     )
     result = uploader(client).upload(
@@ -463,7 +449,7 @@ def test_upload_goes_to_the_plan_store_then_copies(
 def test_upload_without_colocation_has_no_report(
     glance_mock: requests_mock.Mocker, client: glance.GlanceClient, vol: Path
 ) -> None:
-    glance_mock.get(IMG, json=active("fast"))
+    glance_mock.get(IMG, json=active(store="fast"))
     result = uploader(client).upload(
         vol, upload.ImageMeta("x"), base_image_ref="b1", colocate=False
     )
@@ -479,7 +465,7 @@ def test_invisible_base_image_goes_to_the_default_store(
     status: int,
 ) -> None:
     glance_mock.get(BASE, status_code=status, json={"message": "no"})
-    glance_mock.get(IMG, json=active("fast"))
+    glance_mock.get(IMG, json=active(store="fast"))
     result = uploader(client).upload(
         vol, upload.ImageMeta("x"), base_image_ref="b1"
     )
@@ -496,7 +482,7 @@ def test_strict_mode_deletes_a_partial_result(
     glance_mock.post(
         IMG + "/import", status_code=403, json={"message": "copy_image"}
     )
-    glance_mock.get(IMG, json=active("fast"))
+    glance_mock.get(IMG, json=active(store="fast"))
     with pytest.raises(errors.ColocationError, match="not permitted"):
         uploader(client, colocate_strict=True).upload(
             vol, upload.ImageMeta("x"), base_image_ref="b1"
@@ -509,9 +495,10 @@ def test_a_changed_image_is_an_integrity_error(
 ) -> None:
     glance_mock.get(BASE, json={"id": "b1", "stores": "fast,cheap"})
     glance_mock.post(IMG + "/import", status_code=202)
-    changed = {**active("fast,cheap"), "os_hash_value": "0" * 128}
+    changed = {**active(store="fast,cheap"), "os_hash_value": "0" * 128}
     glance_mock.get(
-        IMG, [{"json": active("fast")}, {"json": changed}, {"json": changed}]
+        IMG,
+        [{"json": active(store="fast")}, {"json": changed}, {"json": changed}],
     )
     with pytest.raises(errors.IntegrityError, match="changed while"):
         uploader(client).upload(
@@ -529,7 +516,7 @@ def test_cli_strict_flag_and_report(
         status_code=403,
         json={"message": "You are not authorized to complete copy_image"},
     )
-    glance_mock.get(IMG, json=active("fast"))
+    glance_mock.get(IMG, json=active(store="fast"))
     args = ["--os-auth-type", "none", "--os-endpoint", URL, "upload"]
     args += [str(vol), "--name", "x", "--base-image", "b1"]
     out, err = io.StringIO(), io.StringIO()
@@ -555,7 +542,7 @@ def test_a_copy_phase_glance_cannot_finish_is_not_a_failure(
     glance_mock.post(
         IMG + "/import", status_code=503, json={"message": "busy"}
     )
-    glance_mock.get(IMG, json=active("fast"))
+    glance_mock.get(IMG, json=active(store="fast"))
     result = uploader(client).upload(
         vol, upload.ImageMeta("x"), base_image_ref="b1"
     )
@@ -582,9 +569,9 @@ def test_a_poll_that_fails_once_is_asked_again(
     glance_mock.get(
         IMG,
         [
-            {"json": active("fast")},  # the upload's verification
+            {"json": active(store="fast")},  # the upload's verification
             {"status_code": 503, "json": {"message": "db locked"}},
-            {"json": active("fast,cheap")},
+            {"json": active(store="fast,cheap")},
         ],
     )
     result = uploader(client).upload(
