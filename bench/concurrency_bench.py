@@ -53,7 +53,7 @@ def _command(method: str, url: str, path: Path) -> tuple[list[str], str]:
         conf.write_text("[volume_image]\nverify_upload = false\n")
         extra = ["--config-file", str(conf)] if method == "ours-nv" else []
         return [
-            sys.executable, "-m", "volume_image.cli", *extra,
+            sys.executable, "-m", "volume_image.cli.main", *extra,
             "--os-auth-type", "none", "--os-endpoint", url,
             "upload", str(path), "--name", "bench-n",
             "--store-id", "cheap", "--format", "json",

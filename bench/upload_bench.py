@@ -45,7 +45,9 @@ MiB = 1024 * 1024
 OURS = """
 import sys
 from keystoneauth1 import adapter, session
-from volume_image import config, glance, upload
+from volume_image import config
+from volume_image.clients import glance
+from volume_image.pipeline import uploader as upload
 url, path, verify = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 client = glance.GlanceClient(
     adapter.Adapter(session.Session(timeout=60), endpoint_override=url))
@@ -183,7 +185,7 @@ def run_method(method: str, url: str, path: Path, glance_bin: Path) -> dict:
         cmd = [sys.executable, "-c", OURS, url, str(path), "0"]
     elif method == "ours-cli":
         cmd = [
-            sys.executable, "-m", "volume_image.cli",
+            sys.executable, "-m", "volume_image.cli.main",
             "--os-auth-type", "none", "--os-endpoint", url,
             "upload", str(path), "--name", "bench", "--store-id", "cheap",
             "--format", "json",

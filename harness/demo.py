@@ -28,7 +28,7 @@ def _run(
     shown = ["volume-image", *cmd]
     print(f"\n$ {shlex.join(shown)}", flush=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "volume_image.cli", *cmd],
+        [sys.executable, "-m", "volume_image.cli.main", *cmd],
         env=env,
         text=True,
         capture_output=True,

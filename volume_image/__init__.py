@@ -7,19 +7,24 @@ The public API is what ``__all__`` lists; everything else may change.
 from importlib import metadata
 
 from volume_image import errors
+from volume_image.api.hook import ExtraSpecsHook
+from volume_image.clients.glance import GlanceClient
 from volume_image.config import Settings, list_opts, register_opts
+from volume_image.core.specs import SplitSpecs, split_extra_specs
+from volume_image.core.stores import StoreCatalog, StoreInfo
+from volume_image.core.validation import StoreCatalogCache, Validator
 from volume_image.errors import (
     GlanceError,
     SpecError,
     UploadError,
     VolumeImageError,
 )
-from volume_image.glance import GlanceClient
-from volume_image.hooks import ExtraSpecsHook
-from volume_image.specs import SplitSpecs, split_extra_specs
-from volume_image.stores import StoreCatalog, StoreInfo
-from volume_image.upload import ImageMeta, Source, Uploader, UploadResult
-from volume_image.validation import StoreCatalogCache, Validator
+from volume_image.pipeline.uploader import (
+    ImageMeta,
+    Source,
+    Uploader,
+    UploadResult,
+)
 
 try:
     __version__ = metadata.version("volume_image")

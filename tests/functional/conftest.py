@@ -12,7 +12,7 @@ import pytest
 from keystoneauth1 import adapter, session
 
 from harness import launcher
-from volume_image import glance
+from volume_image.clients import glance
 
 _SERVERS: list[launcher.Server] = []
 

@@ -21,7 +21,12 @@ import pytest
 import requests
 
 from harness import launcher
-from volume_image import cli, colocation, config, errors, glance, upload
+from volume_image import config, errors
+from volume_image.cli import main as cli
+from volume_image.clients import glance
+from volume_image.core import placement
+from volume_image.pipeline import colocate
+from volume_image.pipeline import uploader as upload
 
 from .conftest import count_requests, make_client
 
@@ -141,7 +146,7 @@ def test_lands_in_every_store_of_the_base_image(
     # fast is Glance's default store: the upload goes there
     assert result.store == placed.uploaded_to == "fast"
     assert [(c.store, c.status, c.verified) for c in placed.copies] == [
-        ("cheap", colocation.COPIED, True)
+        ("cheap", placement.COPIED, True)
     ]
     assert placed.complete and "copied to cheap" in placed.summary()
     image = api.image(result.image_id)
@@ -213,7 +218,7 @@ def test_not_permitted_is_reported_not_failed(
     )
     assert result.colocation is not None
     (copy,) = result.colocation.copies
-    assert copy.status == colocation.NOT_PERMITTED
+    assert copy.status == placement.NOT_PERMITTED
     assert "403" in copy.reason and "copy_image" in copy.reason
     assert (
         result.colocation.summary()
@@ -264,7 +269,7 @@ def test_trap_target_already_holds_the_image(
 ) -> None:
     image_id = api.base(["fast"], os.urandom(MiB))
     client = recording(glance_server.url)
-    copies, image = colocation.copy_to_stores(
+    copies, image = colocate.copy_to_stores(
         client, image_id, ["fast", "cheap"], timeout=60
     )
     # Glance refuses the whole request for the store it holds (400); the
@@ -275,8 +280,8 @@ def test_trap_target_already_holds_the_image(
     )
     assert client.answers[1][:2] == (["cheap"], 202)
     assert [(c.store, c.status) for c in copies] == [
-        ("fast", colocation.COPIED),
-        ("cheap", colocation.COPIED),
+        ("fast", placement.COPIED),
+        ("cheap", placement.COPIED),
     ]
     assert sorted(image["stores"].split(",")) == ["cheap", "fast"]
 
@@ -288,13 +293,13 @@ def test_trap_copy_already_running(
     # someone else's copy holds the image's import lock
     assert api.copy(image_id, ["cheap"]) == 202
     client = recording(glance_server.url)
-    copies, image = colocation.copy_to_stores(
+    copies, image = colocate.copy_to_stores(
         client, image_id, ["cheap"], timeout=120
     )
     assert client.answers[0][1:] == (409, "Image has active task")
     # waited for it, then judged from the image: the other copy did it
     assert [(c.store, c.status) for c in copies] == [
-        ("cheap", colocation.COPIED)
+        ("cheap", placement.COPIED)
     ]
     assert len(client.answers) == 1
     assert sorted(image["stores"].split(",")) == ["cheap", "fast"]
@@ -309,13 +314,13 @@ def test_trap_readonly_and_reserved_targets_fail_when_asked(
     """
     image_id = api.base(["fast"], os.urandom(MiB))
     client = recording(glance_server.url)
-    copies, image = colocation.copy_to_stores(
+    copies, image = colocate.copy_to_stores(
         client, image_id, ["web", "os_glance_staging_store"], timeout=60
     )
     assert client.answers[0][1] == 202
     assert [(c.store, c.status) for c in copies] == [
-        ("web", colocation.FAILED),
-        ("os_glance_staging_store", colocation.FAILED),
+        ("web", placement.FAILED),
+        ("os_glance_staging_store", placement.FAILED),
     ]
     assert all("os_glance_failed_import" in c.reason for c in copies)
     assert image["stores"] == "fast"
@@ -329,7 +334,7 @@ def test_trap_readonly_and_reserved_are_never_requested(
     writable ones: the plan runs on Glance's real catalog.
     """
     catalog = make_client(glance_server.url).get_store_catalog()
-    plan = colocation.plan_targets(
+    plan = placement.plan_targets(
         "base",
         {"stores": "web,os_glance_staging_store,cheap,os_glance_tasks_store"},
         catalog,
@@ -361,7 +366,7 @@ def test_trap_stale_staging_file(
     assert result.store == "fast" and result.verified
     assert result.colocation is not None
     (copy,) = result.colocation.copies
-    assert copy.status == colocation.FAILED
+    assert copy.status == placement.FAILED
     # Glance's API gives no cause: the task says it copied
     assert "os_glance_failed_import" in copy.reason
     assert "the copy task said 'Copied 8 MiB'" in copy.reason
@@ -372,18 +377,18 @@ def test_trap_stale_staging_file(
     # the orphan that makes every retry fail ("Duplicate")
     orphan = glance_server.store_dir("cheap") / image_id
     assert orphan.exists() and md5(orphan) != md5(volume)
-    again, _ = colocation.copy_to_stores(
+    again, _ = colocate.copy_to_stores(
         make_client(glance_server.url), image_id, ["cheap"], timeout=60
     )
-    assert again[0].status == colocation.FAILED
+    assert again[0].status == placement.FAILED
     assert "stale file" in again[0].reason
     # what an operator does by hand; then the copy works
     orphan.unlink()
     staged.unlink(missing_ok=True)
-    fixed, image = colocation.copy_to_stores(
+    fixed, image = colocate.copy_to_stores(
         make_client(glance_server.url), image_id, ["cheap"], timeout=60
     )
-    assert fixed[0].status == colocation.COPIED
+    assert fixed[0].status == placement.COPIED
     assert md5(orphan) == md5(volume)
 
 

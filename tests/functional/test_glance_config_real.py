@@ -32,7 +32,7 @@ import pytest
 import requests
 
 from harness import launcher
-from volume_image import cli
+from volume_image.cli import main as cli
 
 pytestmark = pytest.mark.functional
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from harness import launcher
-from volume_image import config, upload
+from volume_image import config
+from volume_image.pipeline import uploader as upload
 
 from .conftest import make_client
 

@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from harness import launcher
-from volume_image import config, errors, upload
+from volume_image import config, errors
+from volume_image.pipeline import uploader as upload
 
 from .conftest import make_client
 
@@ -205,7 +206,7 @@ def test_a_node_without_a_store_is_no_broken_verdict(
     )
     for _ in range(3):
         done = subprocess.run(
-            [sys.executable, "-m", "volume_image.cli",
+            [sys.executable, "-m", "volume_image.cli.main",
              "--os-auth-type", "none", "--os-endpoint", cluster.url,
              "audit", "--from-file", str(types)],
             capture_output=True, text=True, timeout=120, check=False,
@@ -222,7 +223,7 @@ def test_sweep_removes_what_a_killed_upload_left(
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "volume_image.cli",
+        [sys.executable, "-m", "volume_image.cli.main",
          "--os-auth-type", "none", "--os-endpoint", cluster.url,
          "upload", str(big), "--name", "ha-orphan", "--store-id", "cheap"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -246,7 +247,7 @@ def test_sweep_removes_what_a_killed_upload_left(
     cluster.proxy.wait_states({victim: "DOWN"}, 60)
     image_id = found[0]["id"]
     assert client.get_image(image_id)["status"] == "saving"
-    cli = [sys.executable, "-m", "volume_image.cli", "--os-auth-type",
+    cli = [sys.executable, "-m", "volume_image.cli.main", "--os-auth-type",
            "none", "--os-endpoint", cluster.url, "sweep"]  # fmt: skip
     listed = subprocess.run(
         [*cli, "--older-than", "0", "--format", "json"],

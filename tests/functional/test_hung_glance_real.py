@@ -39,7 +39,7 @@ def run(
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "volume_image.cli",
+        [sys.executable, "-m", "volume_image.cli.main",
          "--config-file", str(path),
          "--os-auth-type", "none", "--os-endpoint", url, *argv],
         env=env, capture_output=True, text=True, timeout=120, check=False,

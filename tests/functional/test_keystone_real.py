@@ -14,7 +14,9 @@ import pytest
 from keystoneauth1 import adapter
 
 from harness import launcher
-from volume_image import config, errors, glance, upload
+from volume_image import config, errors
+from volume_image.clients import glance
+from volume_image.pipeline import uploader as upload
 
 from .conftest import count_requests
 from .helpers import ThrottledFile, write_clouds

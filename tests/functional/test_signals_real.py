@@ -60,7 +60,7 @@ def run_and_signal(
     conf.write_text(f"[volume_image]\nconversion_dir = {work}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "volume_image.cli",
+        [sys.executable, "-m", "volume_image.cli.main",
          "--config-file", str(conf),
          "--os-auth-type", "none", "--os-endpoint", url,
          "upload", str(big), "--name", name, "--store-id", "cheap", *extra],

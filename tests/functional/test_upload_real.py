@@ -19,7 +19,10 @@ from keystoneauth1 import adapter, session
 from oslo_utils.imageutils import format_inspector
 
 from harness import launcher
-from volume_image import config, errors, glance, stores, upload, validation
+from volume_image import config, errors
+from volume_image.clients import glance
+from volume_image.core import stores, validation
+from volume_image.pipeline import uploader as upload
 
 from .conftest import count_requests, make_client
 from .helpers import CuttingProxy, GlanceProxy, ThrottledFile
@@ -506,7 +509,7 @@ def test_verification_gets_failing_never_delete_the_image(
 
         proxy.on_put_done = arm
         done = subprocess.run(
-            [sys.executable, "-m", "volume_image.cli", *args],
+            [sys.executable, "-m", "volume_image.cli.main", *args],
             capture_output=True,
             text=True,
             env={**os.environ, **env},

@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from harness import launcher
-from volume_image import errors, validation
+from volume_image import errors
+from volume_image.core import validation
 
 from .conftest import count_requests, make_client
 
@@ -25,7 +26,7 @@ def cli(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "volume_image.cli", *args],
+        [sys.executable, "-m", "volume_image.cli.main", *args],
         capture_output=True,
         text=True,
         env=full_env,

@@ -6,7 +6,7 @@ import pytest
 import requests_mock
 from keystoneauth1 import adapter, session
 
-from volume_image import glance
+from volume_image.clients import glance
 
 URL = "http://glance.test:9292"
 

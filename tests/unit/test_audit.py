@@ -8,7 +8,9 @@ import pytest
 import requests_mock
 from keystoneauth1 import adapter, session
 
-from volume_image import audit, blockstorage, errors, stores
+from volume_image import errors
+from volume_image.clients import blockstorage
+from volume_image.core import audit, stores
 
 KEY = "image_service:store_id"
 CAT = stores.parse_stores(
@@ -174,7 +176,7 @@ def test_audit_from_a_deeply_nested_file_is_a_usage_error(
 ) -> None:
     import io
 
-    from volume_image import cli
+    from volume_image.cli import main as cli
 
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100000 + "]" * 100000)

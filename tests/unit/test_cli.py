@@ -13,7 +13,7 @@ import pytest
 import requests
 import requests_mock
 
-from volume_image import cli
+from volume_image.cli import main as cli
 
 URL = "http://glance.test:9292"
 DETAIL = URL + "/v2/info/stores/detail"

@@ -11,15 +11,12 @@ import pytest
 import requests_mock
 from oslo_config import cfg
 
-from volume_image import (
-    cli,
-    colocation,
-    config,
-    errors,
-    glance,
-    stores,
-    upload,
-)
+from volume_image import config, errors
+from volume_image.cli import main as cli
+from volume_image.clients import glance
+from volume_image.core import placement, stores
+from volume_image.pipeline import colocate
+from volume_image.pipeline import uploader as upload
 
 from .conftest import URL
 from .test_upload import DATA, IMG, active
@@ -81,7 +78,7 @@ def test_plan(
     copy_to: tuple[str, ...],
     skipped: tuple[tuple[str, str], ...],
 ) -> None:
-    plan = colocation.plan_targets("b1", {"stores": base_stores}, catalog)
+    plan = placement.plan_targets("b1", {"stores": base_stores}, catalog)
     assert (plan.upload_store, plan.copy_to, plan.skipped) == (
         upload_store,
         copy_to,
@@ -91,12 +88,12 @@ def test_plan(
 
 
 def test_plan_explicit_store_wins_and_unknown_base() -> None:
-    plan = colocation.plan_targets(
+    plan = placement.plan_targets(
         "b1", {"stores": "cheap,south"}, CATALOG, explicit_store="south"
     )
     assert (plan.upload_store, plan.copy_to) == ("south", ())
     assert "named explicitly" in plan.reason
-    plan = colocation.plan_targets(
+    plan = placement.plan_targets(
         "b1", None, CATALOG, unknown_reason="was not found"
     )
     assert plan.upload_store == "fast" and plan.copy_to == ()
@@ -104,9 +101,9 @@ def test_plan_explicit_store_wins_and_unknown_base() -> None:
         "base image b1 was not found; uploaded to the default store"
     )
     off = stores.StoreCatalog(multistore=False)
-    assert colocation.plan_targets(
-        "b1", {"stores": "a"}, off
-    ).upload_store is (None)
+    assert placement.plan_targets("b1", {"stores": "a"}, off).upload_store is (
+        None
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,22 +112,22 @@ def test_plan_explicit_store_wins_and_unknown_base() -> None:
         ({"os_glance_import_task": "t1", "stores": "fast,cheap"}, None),
         (
             {"stores": "fast,cheap", "os_glance_failed_import": "cheap"},
-            {"cheap": colocation.COPIED, "south": colocation.FAILED},
+            {"cheap": placement.COPIED, "south": placement.FAILED},
         ),
         (
             {"stores": "fast", "os_glance_failed_import": "cheap,south"},
-            {"cheap": colocation.FAILED, "south": colocation.FAILED},
+            {"cheap": placement.FAILED, "south": placement.FAILED},
         ),
         (
             {"stores": "fast", "os_glance_importing_to_stores": "south"},
-            {"cheap": colocation.FAILED, "south": colocation.FAILED},
+            {"cheap": placement.FAILED, "south": placement.FAILED},
         ),
     ],
 )
 def test_judge(
     record: dict[str, Any], expected: dict[str, str] | None
 ) -> None:
-    verdict = colocation.judge(record, ["cheap", "south"])
+    verdict = placement.judge(record, ["cheap", "south"])
     if expected is None:
         assert verdict is None
     else:
@@ -139,7 +136,7 @@ def test_judge(
 
 
 def test_judge_says_where_glance_left_a_store() -> None:
-    verdict = colocation.judge(
+    verdict = placement.judge(
         {
             "stores": "fast",
             "os_glance_failed_import": "cheap",
@@ -160,21 +157,21 @@ def test_unchanged() -> None:
         "os_hash_algo": "a",
         "os_hash_value": "h",
     }
-    assert colocation.unchanged(rec, {**rec, "stores": "x"}) == []
-    assert colocation.unchanged(rec, {**rec, "os_hash_value": "z"}) == [
+    assert placement.unchanged(rec, {**rec, "stores": "x"}) == []
+    assert placement.unchanged(rec, {**rec, "os_hash_value": "z"}) == [
         "os_hash_value was 'h', now 'z'"
     ]
 
 
 def test_summary_and_dict() -> None:
-    placed = colocation.Colocation(
+    placed = placement.Colocation(
         base_image="b1",
         uploaded_to="fast",
         reason="r",
         copies=(
-            colocation.StoreCopy("cheap", colocation.COPIED, verified=True),
-            colocation.StoreCopy("south", colocation.NOT_PERMITTED, "403"),
-            colocation.StoreCopy("north", colocation.FAILED, "why"),
+            placement.StoreCopy("cheap", placement.COPIED, verified=True),
+            placement.StoreCopy("south", placement.NOT_PERMITTED, "403"),
+            placement.StoreCopy("north", placement.FAILED, "why"),
         ),
         skipped=(("web", "read-only"),),
     )
@@ -211,9 +208,9 @@ class Clock:
 
 def copy(
     client: glance.GlanceClient, targets: list[str], timeout: float = 60
-) -> list[colocation.StoreCopy]:
+) -> list[placement.StoreCopy]:
     clock = Clock()
-    copies, _ = colocation.copy_to_stores(
+    copies, _ = colocate.copy_to_stores(
         client, "i1", targets, timeout=timeout, clock=clock, sleep=clock.sleep
     )
     return copies
@@ -257,8 +254,8 @@ def test_copy_request_body_and_judgement_from_the_image(
         }
     ]
     assert [(c.store, c.status) for c in copies] == [
-        ("cheap", colocation.COPIED),
-        ("south", colocation.FAILED),
+        ("cheap", placement.COPIED),
+        ("south", placement.FAILED),
     ]
     assert "the copy task said 'Copied 1 MiB'" in copies[1].reason
 
@@ -274,7 +271,7 @@ def test_copy_not_permitted(
     )
     rmock.get(IMG, json={"stores": "fast"})
     copies = copy(client, ["cheap"])
-    assert copies[0].status == colocation.NOT_PERMITTED
+    assert copies[0].status == placement.NOT_PERMITTED
     assert str(status) in copies[0].reason
 
 
@@ -302,7 +299,7 @@ def test_copy_busy_waits_then_asks_for_the_rest(
         ["cheap", "south"],
         ["south"],
     ]
-    assert all(c.status == colocation.COPIED for c in copies)
+    assert all(c.status == placement.COPIED for c in copies)
 
 
 def test_copy_already_present_counts_as_copied(
@@ -333,7 +330,7 @@ def test_copy_already_present_counts_as_copied(
         ["cheap", "south"],
         ["south"],
     ]
-    assert all(c.status == colocation.COPIED for c in copies)
+    assert all(c.status == placement.COPIED for c in copies)
 
 
 def test_copy_refused_for_other_reasons_fails(
@@ -346,7 +343,7 @@ def test_copy_refused_for_other_reasons_fails(
     )
     rmock.get(IMG, json={"stores": "fast"})
     (only,) = copy(client, ["south"])
-    assert only.status == colocation.FAILED
+    assert only.status == placement.FAILED
     assert "Store for identifier south not found" in only.reason
 
 
@@ -356,7 +353,7 @@ def test_copy_wait_is_bounded(
     rmock.post(IMG + "/import", status_code=202)
     rmock.get(IMG, json={"stores": "fast", "os_glance_import_task": "t"})
     (only,) = copy(client, ["cheap"], timeout=10)
-    assert only.status == colocation.UNFINISHED
+    assert only.status == placement.UNFINISHED
     assert "10 s" in only.reason
     polls = [r for r in rmock.request_history if r.method == "GET"]
     assert 3 < len(polls) < 30

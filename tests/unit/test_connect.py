@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import requests_mock
 
-from volume_image import _connect, cli, config
-from volume_image.osc import plugin
+from volume_image import config
+from volume_image.cli import main as cli
+from volume_image.cli.osc import plugin
+from volume_image.clients import connection as _connect
 
 GLANCE = "http://glance.test:9292"
 DETAIL = (
@@ -300,9 +302,9 @@ def test_the_library_imports_no_cli_extra() -> None:
     import subprocess
 
     code = (
-        "import sys, volume_image, volume_image.cli, volume_image.hooks, "
-        "volume_image.middleware, volume_image.upload, "
-        "volume_image.osc.plugin\n"
+        "import sys, volume_image, volume_image.cli.main, "
+        "volume_image.api.hook, volume_image.api.middleware, "
+        "volume_image.pipeline.uploader, volume_image.cli.osc.plugin\n"
         "loaded = {'openstack', 'osc_lib', 'cliff', 'openstackclient'}"
         " & set(sys.modules)\n"
         "assert not loaded, loaded\n"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from volume_image import convert, errors
+from volume_image import errors
+from volume_image.pipeline import convert
 
 
 def qemu_img(*args: str) -> None:

@@ -14,7 +14,11 @@ import requests
 import requests_mock
 from keystoneauth1 import adapter, session
 
-from volume_image import _ksa, deadline, errors, glance, upload
+from volume_image import errors
+from volume_image.clients import _transport as _ksa
+from volume_image.clients import glance
+from volume_image.core import deadline
+from volume_image.pipeline import uploader as upload
 
 from ..rawserver import raw_server
 from .conftest import URL, Clock

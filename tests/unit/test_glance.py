@@ -8,7 +8,8 @@ import requests
 import requests_mock
 from keystoneauth1 import adapter, session
 
-from volume_image import errors, glance
+from volume_image import errors
+from volume_image.clients import glance
 
 from .conftest import URL
 

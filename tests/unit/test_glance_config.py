@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 
-from volume_image import cli, glance_config
+from volume_image.cli import main as cli
+from volume_image.core import glance_config
 
 GOOD = """\
 [DEFAULT]

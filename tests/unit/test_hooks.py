@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from volume_image import errors, hooks, stores, validation
+from volume_image import errors
+from volume_image.api import hook as hooks
+from volume_image.core import stores, validation
 
 KEY = "image_service:store_id"
 

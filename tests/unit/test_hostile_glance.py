@@ -15,7 +15,9 @@ from typing import ClassVar
 import pytest
 from keystoneauth1 import adapter, session
 
-from volume_image import blockstorage, cli, errors, glance
+from volume_image import errors
+from volume_image.cli import main as cli
+from volume_image.clients import blockstorage, glance
 
 #: clear the screen, set the window title, forge a log line
 ESCAPES = "\x1b[2J\x1b]0;owned\x07\r\nvolume-image: all fine"

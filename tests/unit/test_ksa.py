@@ -11,7 +11,8 @@ import pytest
 import requests
 import requests_mock
 
-from volume_image import _ksa, glance
+from volume_image.clients import _transport as _ksa
+from volume_image.clients import glance
 
 from .conftest import URL
 

@@ -11,7 +11,7 @@ import pytest
 import requests_mock
 import webob
 
-from volume_image import middleware
+from volume_image.api import middleware
 
 from .conftest import URL
 

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from volume_image import errors, specs, stores, validation
+from volume_image import errors
+from volume_image.core import specs, stores, validation
 
 
 def catalog() -> stores.StoreCatalog:

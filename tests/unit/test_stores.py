@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from volume_image import errors, stores
+from volume_image import errors
+from volume_image.core import stores
 
 DATA = Path(__file__).parent.parent / "data"
 

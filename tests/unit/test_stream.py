@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from volume_image import _stream, errors
+from volume_image import errors
+from volume_image.pipeline import stream as _stream
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from volume_image import sweep
+from volume_image.core import sweep
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc)
 

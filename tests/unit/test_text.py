@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from volume_image.text import printable, shown
+from volume_image.core.text import printable, shown
 
 
 @pytest.mark.parametrize(

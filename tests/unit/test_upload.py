@@ -16,7 +16,11 @@ import requests
 import requests_mock
 from keystoneauth1 import adapter, plugin, session
 
-from volume_image import _stream, config, convert, errors, glance, upload
+from volume_image import config, errors
+from volume_image.clients import glance
+from volume_image.pipeline import convert
+from volume_image.pipeline import stream as _stream
+from volume_image.pipeline import uploader as upload
 
 from .conftest import URL
 

@@ -6,7 +6,9 @@ import time
 import pytest
 import requests_mock
 
-from volume_image import errors, glance, stores, validation
+from volume_image import errors
+from volume_image.clients import glance
+from volume_image.core import stores, validation
 
 from .conftest import URL, Clock
 

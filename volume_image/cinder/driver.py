@@ -16,8 +16,8 @@ How it works:
   the NFS family and others).  When the first such backend starts, the seam
   is replaced in the service process by a dispatcher: a call for a volume
   of a backend of ours (``volume.host``) goes through
-  :class:`~volume_image.upload.Uploader`; any other call goes to Cinder's
-  own function, unchanged.  A driver that overrides
+  :class:`~volume_image.pipeline.uploader.Uploader`; any other call goes to
+  Cinder's own function, unchanged.  A driver that overrides
   ``copy_volume_to_image`` but still calls the seam is covered too.
 * The upload uses the Glance the service already uses: the endpoints of
   ``[DEFAULT] glance_api_servers`` (or the catalog, by
@@ -61,8 +61,16 @@ from keystoneauth1.loading import session as ks_session_loading
 from oslo_config import cfg
 from oslo_utils import importutils
 
-from volume_image import config, convert, errors, glance, upload
-from volume_image.validation import StoreCatalogCache
+from volume_image import config, errors
+from volume_image.clients import glance
+from volume_image.core.validation import StoreCatalogCache
+from volume_image.pipeline import convert
+from volume_image.pipeline.uploader import (
+    ImageMeta,
+    Source,
+    Uploader,
+    UploadResult,
+)
 
 __all__ = ["StoreAwareDriver", "driver_opts"]
 
@@ -159,7 +167,7 @@ class _StoreAwareMixin:
         *,
         volume_fd: Any = None,
         volume_format: str = "raw",
-    ) -> upload.UploadResult:
+    ) -> UploadResult:
         """Upload one volume into the image Cinder's API created.
 
         :raises cinder.exception.ImageUnacceptable: our error, with our
@@ -187,7 +195,7 @@ class _StoreAwareMixin:
                 f"[{config.COPY_GROUP}] cannot be used for "
                 f"the copies of image {image_id}",
             ) from exc
-        uploader = upload.Uploader(
+        uploader = Uploader(
             client,
             settings,
             cache=_catalog_cache(client, settings),
@@ -195,18 +203,16 @@ class _StoreAwareMixin:
         )
         vtype = getattr(volume, "volume_type", None)
         extra_specs = dict(getattr(vtype, "extra_specs", None) or {})
-        meta = upload.ImageMeta(
+        meta = ImageMeta(
             name=image_meta.get("name") or "",
             disk_format=disk_format,
             container_format=image_meta.get("container_format") or "bare",
         )
         if volume_fd is not None:
-            source = upload.Source(
-                fileobj=volume_fd, size=int(volume.size) * 1024**3
-            )
+            source = Source(fileobj=volume_fd, size=int(volume.size) * 1024**3)
         else:
             assert volume_path is not None
-            source = upload.Source(volume_path)
+            source = Source(volume_path)
         LOG.info(
             "volume_image: uploading volume %s to image %s (%s/%s, base "
             "image %s)",

@@ -20,7 +20,9 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from volume_image import _connect, cli, errors
+from volume_image import errors
+from volume_image.cli import main as cli
+from volume_image.clients import connection as _connect
 
 
 def _help(argv: list[str]) -> str:

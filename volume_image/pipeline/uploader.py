@@ -26,24 +26,17 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from volume_image import (
-    colocation,
-    config,
-    convert,
-    deadline,
-    errors,
-    glance,
-    offload,
-    specs,
-    stores,
-)
-from volume_image._stream import (
+from volume_image import config, errors
+from volume_image.clients import glance
+from volume_image.core import deadline, placement, specs, stores
+from volume_image.core.validation import StoreCatalogCache, Validator
+from volume_image.pipeline import colocate, convert, offload
+from volume_image.pipeline.stream import (
     MeteredBody,
     ProgressCallback,
     Source,
     digest_of,
 )
-from volume_image.validation import StoreCatalogCache, Validator
 
 __all__ = [
     "TAGS",
@@ -112,7 +105,7 @@ class UploadResult:
     unverified_reason: str | None = None
     #: co-location with the base image: where the image went and each
     #: copy's outcome; None when co-location was not asked for
-    colocation: colocation.Colocation | None = None
+    colocation: placement.Colocation | None = None
 
     @property
     def throughput(self) -> float:
@@ -434,7 +427,7 @@ class Uploader:
         cancel, image_id = job.cancel, job.image_id
         # the copies are an operation of their own: its requests get a
         # budget of their own, and its waits are bounded by
-        # colocate_timeout (see colocation.copy_to_stores)
+        # colocate_timeout (see colocate.copy_to_stores)
         try:
             with deadline.within(self.settings.operation_deadline, fresh=True):
                 placed = self._colocate(result, plan, base_image_ref, cancel)
@@ -480,13 +473,13 @@ class Uploader:
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _plan(self, base_ref: str, explicit: str | None) -> colocation.Plan:
+    def _plan(self, base_ref: str, explicit: str | None) -> placement.Plan:
         """Where an upload co-located with ``base_ref`` goes: the base
         image is read with the upload's credentials.
         """
         catalog = self.cache.get()
         if explicit is not None:
-            return colocation.plan_targets(
+            return placement.plan_targets(
                 base_ref, None, catalog, explicit_store=explicit
             )
         base: dict[str, Any] | None = None
@@ -499,7 +492,7 @@ class Uploader:
             if exc.status_code not in (400, 404):
                 raise
             why = "was not found (or is not visible to the uploader)"
-        plan = colocation.plan_targets(
+        plan = placement.plan_targets(
             base_ref, base, catalog, unknown_reason=why
         )
         LOG.info("co-location with image %s: %s", base_ref, plan.reason)
@@ -508,10 +501,10 @@ class Uploader:
     def _colocate(
         self,
         result: UploadResult,
-        plan: colocation.Plan,
+        plan: placement.Plan,
         base_ref: str,
         cancel: threading.Event | None,
-    ) -> colocation.Colocation:
+    ) -> placement.Colocation:
         """Copy the uploaded image to the plan's other stores, judge and
         verify each from what Glance reports.
 
@@ -520,7 +513,7 @@ class Uploader:
         """
         t0 = time.monotonic()
         if not plan.copy_to:
-            return colocation.Colocation(
+            return placement.Colocation(
                 base_image=base_ref,
                 uploaded_to=result.store,
                 reason=plan.reason,
@@ -538,7 +531,7 @@ class Uploader:
             before = self._image(image_id)
         strict = self.settings.colocate_strict
         try:
-            copies, image = colocation.copy_to_stores(
+            copies, image = colocate.copy_to_stores(
                 self.copy_client,
                 image_id,
                 plan.copy_to,
@@ -556,9 +549,9 @@ class Uploader:
                 exc.details(),
             )
             copies = [
-                colocation.StoreCopy(
+                placement.StoreCopy(
                     store,
-                    colocation.FAILED,
+                    placement.FAILED,
                     f"Glance could not be asked: {exc}",
                 )
                 for store in plan.copy_to
@@ -573,7 +566,7 @@ class Uploader:
                 raise
             image = {}
         if image:
-            changed = colocation.unchanged(before, image)
+            changed = placement.unchanged(before, image)
             if changed:
                 raise errors.IntegrityError(
                     f"image {image_id} changed while it was copied: "
@@ -581,16 +574,16 @@ class Uploader:
                     + ". It has been deleted.",
                     image_id=image_id,
                 )
-        held = colocation.store_list(image.get("stores"))
+        held = placement.store_list(image.get("stores"))
         copies = [
             dataclasses.replace(
-                c, status=colocation.COPIED, reason="", verified=True
+                c, status=placement.COPIED, reason="", verified=True
             )
             if c.store in held
             else c
             for c in copies
         ]
-        placed = colocation.Colocation(
+        placed = placement.Colocation(
             base_image=base_ref,
             uploaded_to=result.store,
             reason=plan.reason,
@@ -603,7 +596,7 @@ class Uploader:
             reasons = "; ".join(
                 f"{c.store}: {c.status} ({c.reason})"
                 for c in copies
-                if c.status != colocation.COPIED
+                if c.status != placement.COPIED
             )
             raise errors.ColocationError(
                 f"image {image_id} did not reach every store of base image "

@@ -13,16 +13,9 @@ from typing import Any
 
 from keystoneauth1 import adapter as ks_adapter
 
-from volume_image import (
-    audit,
-    blockstorage,
-    config,
-    errors,
-    glance,
-    specs,
-    stores,
-    validation,
-)
+from volume_image import config, errors
+from volume_image.clients import blockstorage, glance
+from volume_image.core import audit, specs, stores, validation
 
 __all__ = [
     "AuditReport",

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from volume_image import errors, offload
+from volume_image import errors
+from volume_image.pipeline import offload
 
 __all__ = [
     "MeteredBody",

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from volume_image import errors
-from volume_image.text import shown
+from volume_image.core.text import shown
 
 __all__ = [
     "RESERVED_PREFIX",

@@ -20,7 +20,7 @@ import urllib3
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
-from volume_image import deadline
+from volume_image.core import deadline
 
 __all__ = [
     "OutOfTime",

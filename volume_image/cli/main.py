@@ -1,9 +1,9 @@
 """``volume-image``: check stores and extra specs, and upload volumes.
 
 The host tool; ``validate`` and ``audit`` are also ``openstack volume
-type store ...`` commands (:mod:`volume_image.osc`), and both run
-:mod:`volume_image._commands` on a session from
-:mod:`volume_image._connect`.
+type store ...`` commands (:mod:`volume_image.cli.osc`), and both run
+:mod:`volume_image.cli.commands` on a session from
+:mod:`volume_image.clients.connection`.
 
 Global options (authentication, ``--config-file``, ``--debug``) come
 before the subcommand, as with ``openstack``, and mean the same::
@@ -41,21 +41,13 @@ from typing import Any, TextIO
 from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
 
-from volume_image import (
-    _commands,
-    _connect,
-    colocation,
-    config,
-    convert,
-    deadline,
-    errors,
-    glance,
-    glance_config,
-    specs,
-    sweep,
-    upload,
-)
-from volume_image.text import printable
+from volume_image import config, errors
+from volume_image.cli import commands
+from volume_image.clients import connection, glance
+from volume_image.core import deadline, glance_config, placement, specs, sweep
+from volume_image.core.text import printable
+from volume_image.pipeline import convert
+from volume_image.pipeline.uploader import ImageMeta, Uploader, UploadResult
 
 __all__ = [
     "EXIT_GLANCE",
@@ -80,7 +72,7 @@ PROG = "volume-image"
 
 
 #: bad command-line input found after argparse
-UsageError = _commands.UsageError
+UsageError = commands.UsageError
 
 _NO_CLOUD_CONFIG = object()
 
@@ -93,13 +85,13 @@ def build_parser(
     :param argv: the arguments about to be parsed: the options of the
         ``--os-auth-type`` (or cloud) they name are added.
     :param cloud_config: openstacksdk's loader
-        (:func:`volume_image._connect.cloud_config`), None without
+        (:func:`volume_image.clients.connection.cloud_config`), None without
         openstacksdk; by default a new one.
-    :raises volume_image._connect.ConfigError: no such cloud, or a broken
-        clouds.yaml.
+    :raises volume_image.clients.connection.ConfigError: no such cloud, or a
+        broken clouds.yaml.
     """
     if cloud_config is _NO_CLOUD_CONFIG:
-        cloud_config = _connect.cloud_config()
+        cloud_config = connection.cloud_config()
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Check Glance stores and image_service:store_id extra "
@@ -125,7 +117,7 @@ def build_parser(
     )
     # openstack's options, read by openstacksdk's loader: --os-cloud
     # (clouds.yaml), OS_* variables and --os-* flags, flags winning
-    _connect.register_argparse_arguments(parser, argv, cloud_config)
+    connection.register_argparse_arguments(parser, argv, cloud_config)
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -348,11 +340,11 @@ class Context:
         self.argv = list(argv)
         self.cloud_config = cloud_config
         self.settings = config.Settings.from_conf(conf)
-        self._connection: _connect.Connection | None = None
+        self._connection: connection.Connection | None = None
         self._client: glance.GlanceClient | None = None
 
     @property
-    def connection(self) -> _connect.Connection:
+    def connection(self) -> connection.Connection:
         """The session and services: a cloud, the --os-* flags, the
         config file, or a token-less Glance.
         """
@@ -393,7 +385,7 @@ def _auth_given(argv: Sequence[str]) -> bool:
     return bool(known.os_auth_type or known.os_auth_url)
 
 
-def _connection(ctx: Context) -> _connect.Connection:
+def _connection(ctx: Context) -> connection.Connection:
     """Where to connect, in this order: ``--os-cloud``; ``--os-auth-type``
     or ``--os-auth-url`` (flags or ``OS_*``); ``--config-file``; a
     token-less Glance at ``--os-endpoint-override``.
@@ -402,15 +394,15 @@ def _connection(ctx: Context) -> _connect.Connection:
     cloud = args.os_cloud or None
     try:
         if cloud or _auth_given(ctx.argv):
-            return _connect.load(args, ctx.cloud_config, cloud=cloud)
+            return connection.load(args, ctx.cloud_config, cloud=cloud)
         if args.config_file:
-            return _connect.from_conf(ctx.conf)
+            return connection.from_conf(ctx.conf)
         endpoint = args.os_endpoint_override or getattr(
             args, "os_image_endpoint_override", None
         )
         if endpoint:
-            return _connect.tokenless(args, endpoint)
-    except _connect.ConfigError as exc:
+            return connection.tokenless(args, endpoint)
+    except connection.ConfigError as exc:
         raise UsageError(str(exc)) from exc
     except ks_exc.ClientException as exc:
         raise errors.GlanceAuthError(
@@ -479,16 +471,16 @@ def cmd_stores(ctx: Context) -> int:
 
 def cmd_validate(ctx: Context) -> int:
     """``validate``: check a whole extra-spec set."""
-    extra = _commands.parse_specs(ctx.args.specs)
+    extra = commands.parse_specs(ctx.args.specs)
     try:
-        split = _commands.validate(ctx.client, extra, ctx.settings)
+        split = commands.validate(ctx.client, extra, ctx.settings)
     except errors.SpecError as exc:
         if ctx.args.format == "json":
-            ctx.print_json(_commands.spec_error(exc))
+            ctx.print_json(commands.spec_error(exc))
         raise
     store_id = split.store_id
     if ctx.args.format == "json":
-        ctx.print_json(_commands.validation_result(split))
+        ctx.print_json(commands.validation_result(split))
         return EXIT_OK
     if split.has_store_id:
         ctx.print(
@@ -587,13 +579,13 @@ def cmd_sweep(ctx: Context) -> int:
 def cmd_audit(ctx: Context) -> int:
     """``audit``: check every volume type against the live stores."""
     if ctx.args.from_file:
-        types = _commands.read_types(ctx.args.from_file)
+        types = commands.read_types(ctx.args.from_file)
     else:
-        types = _commands.fetch_types(
+        types = commands.fetch_types(
             ctx.connection.block_storage(ctx.args.block_storage_endpoint),
             ctx.settings,
         )
-    report = _commands.run_audit(types, ctx.client.get_store_catalog)
+    report = commands.run_audit(types, ctx.client.get_store_catalog)
     findings, disputed = report.broken, report.disputed
     if ctx.args.format == "json":
         ctx.print_json(report.as_dict())
@@ -689,13 +681,13 @@ def cmd_upload(ctx: Context) -> int:
         raise UsageError("give --name (or --image-id of a queued image)")
     meta = None
     if args.name is not None:
-        meta = upload.ImageMeta(
+        meta = ImageMeta(
             name=args.name,
             disk_format=args.disk_format,
             container_format=args.container_format,
-            properties=_commands.parse_specs(args.property),
+            properties=commands.parse_specs(args.property),
         )
-    extra = _commands.parse_specs(args.extra_spec) if args.extra_spec else None
+    extra = commands.parse_specs(args.extra_spec) if args.extra_spec else None
     show = args.progress
     if show is None:
         show = ctx.err.isatty()
@@ -707,7 +699,7 @@ def cmd_upload(ctx: Context) -> int:
     copy_client = None
     if args.base_image and args.config_file:
         copy_client = ctx.client.with_auth_from_conf(ctx.conf)
-    uploader = upload.Uploader(ctx.client, settings, copy_client=copy_client)
+    uploader = Uploader(ctx.client, settings, copy_client=copy_client)
     uploader.remove_stale_workdirs()
     cancel = threading.Event()
     outcome: dict[str, Any] = {}
@@ -755,7 +747,7 @@ def cmd_upload(ctx: Context) -> int:
         return 128 + received[0]
     if "error" in outcome:
         raise outcome["error"]
-    result: upload.UploadResult = outcome["result"]
+    result: UploadResult = outcome["result"]
     done = EXIT_OK if result.unverified_reason is None else EXIT_UNVERIFIED
     if result.unverified_reason is not None:
         print(
@@ -781,7 +773,7 @@ def cmd_upload(ctx: Context) -> int:
 
 
 def _print_colocation(
-    ctx: Context, placed: colocation.Colocation, verified: bool
+    ctx: Context, placed: placement.Colocation, verified: bool
 ) -> None:
     """The per-store report of a co-located upload."""
     ctx.print()
@@ -863,10 +855,12 @@ def main(
     err = err or sys.stderr
     try:
         cloud_config = (
-            _connect.cloud_config() if _connect.clouds_wanted(argv) else None
+            connection.cloud_config()
+            if connection.clouds_wanted(argv)
+            else None
         )
         parser = build_parser(argv, cloud_config=cloud_config)
-    except (ks_exc.NoMatchingPlugin, _connect.ConfigError) as exc:
+    except (ks_exc.NoMatchingPlugin, connection.ConfigError) as exc:
         print(f"{PROG}: error: {printable(str(exc))}", file=err)
         return EXIT_USAGE
     try:
@@ -889,7 +883,7 @@ def main(
             cloud_config=cloud_config,
         )
         # every command is one operation on Glance; an upload's own data
-        # flow is paused out of it (see volume_image.deadline)
+        # flow is paused out of it (see volume_image.core.deadline)
         with deadline.within(ctx.settings.operation_deadline):
             return func(ctx)
     except UsageError as exc:

@@ -31,8 +31,10 @@ from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
-from volume_image import _ksa, config, errors, stores
-from volume_image.text import printable
+from volume_image import config, errors
+from volume_image.clients import _transport
+from volume_image.core import stores
+from volume_image.core.text import printable
 
 __all__ = ["CopyAnswer", "GlanceClient", "SizedBody", "from_response"]
 
@@ -45,7 +47,7 @@ _MAX_PAGES = 1000
 #: max_response_bytes): Glance's answers are kilobytes
 DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
 #: see [volume_image] answer_deadline
-DEFAULT_ANSWER_DEADLINE = _ksa.DEFAULT_ANSWER_DEADLINE
+DEFAULT_ANSWER_DEADLINE = _transport.DEFAULT_ANSWER_DEADLINE
 
 
 _TAG = re.compile(r"<[^>]+>")
@@ -318,7 +320,7 @@ class GlanceClient:
         anyone: the configured one, or the one the last answer came
         from; None before any (error messages must do no network I/O).
         """
-        return _ksa.endpoint_of(self.adapter) or self._seen_endpoint
+        return _transport.endpoint_of(self.adapter) or self._seen_endpoint
 
     @property
     def connect_timeout(self) -> float:
@@ -353,7 +355,7 @@ class GlanceClient:
             kwargs["connect_retries"] = 0
             kwargs["status_code_retries"] = 0
         try:
-            resp = _ksa.send(
+            resp = _transport.send(
                 self.adapter,
                 method,
                 path,
@@ -362,9 +364,9 @@ class GlanceClient:
                 answer_deadline=self._answer_deadline,
                 **kwargs,
             )
-        except _ksa.OutOfTime as exc:
+        except _transport.OutOfTime as exc:
             raise _out_of_time(what, self.endpoint) from exc
-        except _ksa.TooSlow as exc:
+        except _transport.TooSlow as exc:
             slow = errors.GlanceUnavailable(
                 f"Glance is unavailable: {what}: its answer did not arrive "
                 "whole in time ([volume_image] answer_deadline, "
@@ -374,7 +376,7 @@ class GlanceClient:
             )
             slow.timed_out = True
             raise slow from exc
-        except _ksa.TooLarge as exc:
+        except _transport.TooLarge as exc:
             raise errors.GlanceRequestError(
                 f"{what}: Glance's answer is longer than {self._max_bytes} "
                 "bytes ([volume_image] max_response_bytes); it was not "
@@ -696,7 +698,7 @@ def _translate(
             else errors.GlanceUnavailable
         )
         # keystoneauth's message repeats the status and request id
-        detail = _ksa.keystone_detail(exc)
+        detail = _transport.keystone_detail(exc)
         return cls(
             f"Keystone refused the authentication ({status}: {detail}) "
             f"while trying to {what}: check the user, password, project "
@@ -723,7 +725,7 @@ def _translate(
             endpoint=endpoint,
         )
     # refused, reset, timed out, TLS: the service cannot be asked now
-    failure = _ksa.describe_failure(exc)
+    failure = _transport.describe_failure(exc)
     unavailable = errors.GlanceUnavailable(
         f"Glance is unavailable: {what} failed: {failure}",
         endpoint=endpoint,
@@ -754,7 +756,7 @@ def _translate_auth(
     ) or isinstance(exc, ks_exc.RequestTimeout | requests.Timeout):
         return errors.GlanceUnavailable(
             f"Keystone is unavailable: getting a token to {what} failed: "
-            f"{_ksa.describe_failure(exc)}; check the auth URL",
+            f"{_transport.describe_failure(exc)}; check the auth URL",
             endpoint=endpoint,
         )
     return _translate(exc, what, endpoint)

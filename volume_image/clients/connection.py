@@ -31,7 +31,8 @@ from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 
-from volume_image import blockstorage, config, glance
+from volume_image import config
+from volume_image.clients import blockstorage, glance
 
 __all__ = [
     "SERVICE_TYPES",

@@ -39,7 +39,9 @@ from typing import Any
 
 from oslo_config import cfg
 
-from volume_image import config, deadline, errors, glance, specs, validation
+from volume_image import config, errors
+from volume_image.clients import glance
+from volume_image.core import deadline, specs, validation
 
 __all__ = ["ExtraSpecsHook"]
 

@@ -11,7 +11,8 @@ from typing import Any
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
-from volume_image import _ksa, errors
+from volume_image import errors
+from volume_image.clients import _transport
 
 __all__ = ["list_volume_types"]
 
@@ -28,7 +29,7 @@ def list_volume_types(
     adapter: ks_adapter.Adapter,
     *,
     max_response_bytes: int = 16 * 1024 * 1024,
-    answer_deadline: float = _ksa.DEFAULT_ANSWER_DEADLINE,
+    answer_deadline: float = _transport.DEFAULT_ANSWER_DEADLINE,
 ) -> dict[str, Any]:
     """Every volume type, public and private, with its extra specs.
 
@@ -41,7 +42,7 @@ def list_volume_types(
         pages joined.
     :raises BlockStorageError: the API cannot be asked or refused.
     """
-    endpoint = _ksa.endpoint_of(adapter)
+    endpoint = _transport.endpoint_of(adapter)
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
@@ -79,7 +80,7 @@ def _get(
     answer_deadline: float,
 ) -> Any:
     try:
-        resp = _ksa.send(
+        resp = _transport.send(
             adapter,
             "GET",
             url,
@@ -87,19 +88,19 @@ def _get(
             cap=cap,
             answer_deadline=answer_deadline,
         )
-    except _ksa.OutOfTime as exc:
+    except _transport.OutOfTime as exc:
         raise errors.BlockStorageError(
             f"gave up before GET {url}: the operation took longer than its "
             "deadline ([volume_image] operation_deadline)",
             endpoint=endpoint,
         ) from exc
-    except _ksa.TooSlow as exc:
+    except _transport.TooSlow as exc:
         raise errors.BlockStorageError(
             f"the block-storage API is unavailable: GET {url}: its answer "
             "did not arrive whole in time",
             endpoint=endpoint,
         ) from exc
-    except _ksa.TooLarge as exc:
+    except _transport.TooLarge as exc:
         raise errors.BlockStorageError(
             f"GET {url}: the answer is longer than {cap} bytes "
             "([volume_image] max_response_bytes); it was not read further",
@@ -124,7 +125,7 @@ def _get(
     except (ks_exc.ClientException, OSError) as exc:
         raise errors.BlockStorageError(
             f"the block-storage API is unavailable: GET {url} failed: "
-            f"{_ksa.describe_failure(exc)}",
+            f"{_transport.describe_failure(exc)}",
             endpoint=endpoint,
         ) from exc
     what = f"GET {url}"

@@ -4,7 +4,7 @@ of ``image_service:`` extra specs before Cinder stores it.
 Deploy it without touching Cinder's code, in ``api-paste.ini``::
 
     [filter:store_validation]
-    paste.filter_factory = volume_image.middleware:filter_factory
+    paste.filter_factory = volume_image.api.middleware:filter_factory
     config_file = /etc/cinder/volume_image.conf
 
     [composite:openstack_volume_api_v3]
@@ -60,7 +60,9 @@ from keystoneauth1.access import service_catalog
 from oslo_config import cfg
 from oslo_utils import strutils
 
-from volume_image import config, errors, glance, hooks
+from volume_image import config, errors
+from volume_image.api import hook
+from volume_image.clients import glance
 
 __all__ = ["StoreValidationFilter", "filter_factory"]
 
@@ -111,7 +113,7 @@ class StoreValidationFilter:
     def __init__(
         self,
         app: WSGIApp,
-        hook: hooks.ExtraSpecsHook,
+        hook: hook.ExtraSpecsHook,
         *,
         caller_var: contextvars.ContextVar[_Caller | None] | None = None,
     ) -> None:
@@ -342,9 +344,9 @@ def filter_factory(
             auth=_ForwardedToken(caller_var),
             request_timeout=conf[config.GROUP].api_timeout,
         )
-    hook = hooks.ExtraSpecsHook.from_conf(conf, client=client)
+    checker = hook.ExtraSpecsHook.from_conf(conf, client=client)
 
     def _filter(app: WSGIApp) -> StoreValidationFilter:
-        return StoreValidationFilter(app, hook, caller_var=caller_var)
+        return StoreValidationFilter(app, checker, caller_var=caller_var)
 
     return _filter

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from volume_image import errors, offload
+from volume_image import errors
+from volume_image.pipeline import offload
 
 if TYPE_CHECKING:
     from oslo_utils import imageutils

@@ -2,8 +2,9 @@
 
 Glance never cleans an image whose upload died with its worker: it stays
 ``saving`` (or ``queued``, or ``killed``) for good.  Every image
-:class:`~volume_image.upload.Uploader` creates carries the properties of
-:data:`volume_image.upload.TAGS`, so ours can be told from anyone
+:class:`~volume_image.pipeline.uploader.Uploader` creates carries the
+properties of
+:data:`volume_image.pipeline.uploader.TAGS`, so ours can be told from anyone
 else's; ``volume-image sweep`` lists them and deletes them on request.
 Images that Cinder's API created (an upload-to-image) carry no tag and
 are never selected: Cinder's volume manager owns those.

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from volume_image import errors, specs, stores
+from volume_image import errors
+from volume_image.core import specs, stores
 
 __all__ = ["REFRESH_AFTER", "StoreCatalogCache", "Validator"]
 
@@ -30,7 +31,7 @@ class StoreCatalogCache:
 
     :param fetch: returns a fresh catalog (e.g.
         :meth:`GlanceClient.get_store_catalog
-        <volume_image.glance.GlanceClient.get_store_catalog>`).
+        <volume_image.clients.glance.GlanceClient.get_store_catalog>`).
     :param ttl: seconds a catalog is reused; 0 disables the cache.
     :param clock: a monotonic clock, replaceable in tests.
     """

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from volume_image import errors
-from volume_image.text import shown
+from volume_image.core.text import shown
 
 __all__ = [
     "KNOWN_KEYS",

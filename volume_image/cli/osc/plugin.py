@@ -34,14 +34,14 @@ def make_client(instance: Any) -> Any:
 
     :param instance: python-openstackclient's ``ClientManager``, after
         authentication was set up.
-    :returns: a :class:`volume_image._connect.Connection` on
+    :returns: a :class:`volume_image.clients.connection.Connection` on
         ``openstack``'s own session.
     """
-    from volume_image import _connect
+    from volume_image.clients import connection
 
     # sdk_connection.config is the CloudRegion osc-lib built, and its
     # session is client_manager.session
-    return _connect.from_cloud_region(instance.sdk_connection.config)
+    return connection.from_cloud_region(instance.sdk_connection.config)
 
 
 def build_option_parser(

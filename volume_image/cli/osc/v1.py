@@ -1,7 +1,7 @@
 """``openstack volume type store validate`` and ``... audit``.
 
 They run the same code as ``volume-image validate`` and ``audit``
-(:mod:`volume_image._commands`); ``openstack`` brings authentication,
+(:mod:`volume_image.cli.commands`); ``openstack`` brings authentication,
 clouds.yaml, ``--help`` and the output formats (``-f
 table/json/yaml/value/csv``, ``-c``).
 
@@ -22,7 +22,10 @@ from osc_lib import exceptions as osc_exc
 from osc_lib.cli import format_columns
 from osc_lib.command import command
 
-from volume_image import _commands, _connect, config, deadline, errors, specs
+from volume_image import config, errors
+from volume_image.cli import commands
+from volume_image.clients import connection
+from volume_image.core import deadline, specs
 
 __all__ = ["EXIT_FOUND", "AuditStores", "ValidateStore"]
 
@@ -30,11 +33,11 @@ __all__ = ["EXIT_FOUND", "AuditStores", "ValidateStore"]
 EXIT_FOUND = 3
 
 
-def _connection(cmd: command.Command) -> _connect.Connection:
+def _connection(cmd: command.Command) -> connection.Connection:
     # python-openstackclient adds the attribute at start-up (API_NAME of
     # plugin.py), so no type checker knows it
     manager: Any = cmd.app.client_manager
-    conn: _connect.Connection = manager.volume_image
+    conn: connection.Connection = manager.volume_image
     return conn
 
 
@@ -85,21 +88,21 @@ class ValidateStore(_Operation, command.ShowOne):
         """Validate, and show the outcome."""
         self._found = False
         try:
-            extra = _commands.parse_specs(parsed_args.properties)
-        except _commands.UsageError as exc:
+            extra = commands.parse_specs(parsed_args.properties)
+        except commands.UsageError as exc:
             raise _command_error(exc) from exc
         settings = config.Settings()
         client = _connection(self).glance(settings)
         try:
-            split = _commands.validate(client, extra, settings)
+            split = commands.validate(client, extra, settings)
         except errors.SpecError as exc:
             self._found = True
-            result = _commands.spec_error(exc)
+            result = commands.spec_error(exc)
             result.update(store_id=None, backend_specs=None)
         except errors.VolumeImageError as exc:
             raise _command_error(exc) from exc
         else:
-            result = _commands.validation_result(split)
+            result = commands.validation_result(split)
             result.update(
                 error=None,
                 key=None,
@@ -182,16 +185,16 @@ class AuditStores(_Operation, command.Lister):
         conn = _connection(self)
         try:
             if parsed_args.from_file:
-                types = _commands.read_types(parsed_args.from_file)
+                types = commands.read_types(parsed_args.from_file)
             else:
-                types = _commands.fetch_types(
+                types = commands.fetch_types(
                     conn.block_storage(parsed_args.block_storage_endpoint),
                     settings,
                 )
-            report = _commands.run_audit(
+            report = commands.run_audit(
                 types, conn.glance(settings).get_store_catalog
             )
-        except (_commands.UsageError, errors.VolumeImageError) as exc:
+        except (commands.UsageError, errors.VolumeImageError) as exc:
             raise _command_error(exc) from exc
         if report.broken:
             self._exit = EXIT_FOUND

@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from volume_image import errors, stores, validation
+from volume_image import errors
+from volume_image.core import stores, validation
 
 __all__ = ["Finding", "VolumeType", "audit", "parse_volume_types"]
 
