@@ -229,6 +229,54 @@ class CinderRest:
                 raise CinderRestError(f"volume {volume_id} not deleted")
             time.sleep(0.3)
 
+    def extend_volume(self, volume_id: str, new_size_gib: int) -> None:
+        """``os-extend``; the volume is ``extending`` until done."""
+        self.call(
+            "POST",
+            f"/volumes/{volume_id}/action",
+            {"os-extend": {"new_size": new_size_gib}},
+        )
+
+    def create_snapshot(self, volume_id: str) -> dict[str, Any]:
+        """Ask for a snapshot of the volume; wait with
+        :meth:`wait_snapshot`.
+        """
+        body = {"volume_id": volume_id, "name": f"vi-snap-{next(_names)}"}
+        return dict(
+            self.call("POST", "/snapshots", {"snapshot": body})["snapshot"]
+        )
+
+    def wait_snapshot(
+        self, snapshot_id: str, timeout: float = 120.0
+    ) -> dict[str, Any]:
+        """Wait until the snapshot is ``available``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.call("GET", f"/snapshots/{snapshot_id}")["snapshot"]
+            if snap["status"] == "available":
+                return dict(snap)
+            if snap["status"].startswith("error") or (
+                time.monotonic() > deadline
+            ):
+                raise CinderRestError(
+                    f"snapshot {snapshot_id} is {snap['status']!r}"
+                )
+            time.sleep(0.3)
+
+    def delete_snapshot(
+        self, snapshot_id: str, timeout: float = 120.0
+    ) -> None:
+        """Delete a snapshot; return once it is gone."""
+        self.call("DELETE", f"/snapshots/{snapshot_id}")
+        deadline = time.monotonic() + timeout
+        while True:
+            resp = self.request("GET", f"/snapshots/{snapshot_id}")
+            if resp.status_code == 404:
+                return
+            if time.monotonic() > deadline:
+                raise CinderRestError(f"snapshot {snapshot_id} not deleted")
+            time.sleep(0.3)
+
     def upload_to_image(
         self,
         volume_id: str,

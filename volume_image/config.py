@@ -211,6 +211,46 @@ _opts = [
         "of hundreds of GiB. Copies still running then are reported as "
         "unfinished (Glance may still complete them).",
     ),
+    cfg.BoolOpt(
+        "rbd_direct_upload",
+        default=True,
+        help="cinder-volume with an RBD backend: when a raw volume goes "
+        "to an rbd store on the volume's own Ceph cluster (same fsid), "
+        "make the image inside Ceph (snapshot, clone, flatten) and "
+        "register its location with Glance instead of streaming every "
+        "byte through the volume host and Glance. Needs the service "
+        "token ([service_user] send_service_user_token, a user with the "
+        "service role) and Ceph write caps on the store's pool; without "
+        "them, or for another cluster or a non-raw format, the upload "
+        "streams as usual and the log says why.",
+    ),
+    cfg.StrOpt(
+        "rbd_direct_flatten",
+        default="mgr",
+        choices=[
+            (
+                "mgr",
+                "ceph-mgr flattens the clone (rbd task add flatten): "
+                "no image bytes cross the volume host; falls back to local "
+                "when the mgr cannot",
+            ),
+            (
+                "local",
+                "librbd flattens it in cinder-volume: the "
+                "allocated bytes are read and written by the volume host",
+            ),
+        ],
+        help="Who copies the volume's data into the image on the "
+        "same-cluster fast path.",
+    ),
+    cfg.FloatOpt(
+        "rbd_direct_timeout",
+        default=600.0,
+        min=1,
+        help="Same-cluster fast path: the most seconds for the flatten "
+        "and for Glance to make the image active with its hash. Past "
+        "it the image is removed and the upload fails.",
+    ),
 ]
 
 
@@ -345,6 +385,9 @@ class Settings:
     colocate_with_base_image: bool = False
     colocate_strict: bool = False
     colocate_timeout: float = DEFAULT_COLOCATE_TIMEOUT
+    rbd_direct_upload: bool = True
+    rbd_direct_flatten: str = "mgr"
+    rbd_direct_timeout: float = 600.0
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Settings:

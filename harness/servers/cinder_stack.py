@@ -59,6 +59,11 @@ class CinderStack(CinderServer):
     image lands in Glance's default store.  No Keystone is contacted: the
     volume service never validates tokens, it forwards the caller's.
 
+    :param upstream_driver: the ``upstream`` backend's driver (Cinder's
+        ``RBDDriver`` for the Ceph tests).
+    :param environ: more environment for the services, e.g.
+        ``CEPH_ARGS=--keyring=...`` (os-brick writes its own ceph.conf
+        for an upload's RBD handle, without a keyring).
     :param glance_num_retries: Cinder's retries of a failed Glance call
         (upstream's default is 3, one second apart).
     :param default_options: more ``[DEFAULT]`` options (they win).
@@ -94,6 +99,8 @@ class CinderStack(CinderServer):
         *,
         ours_driver: str = FILE_DRIVER,
         ours_wrapped_driver: str | None = None,
+        upstream_driver: str = FILE_DRIVER,
+        environ: dict[str, str] | None = None,
         with_filter: bool = True,
         filter_options: dict[str, str] | None = None,
         glance_num_retries: int = 0,
@@ -117,6 +124,9 @@ class CinderStack(CinderServer):
         self.transport_url = transport_url
         self.ours_driver = ours_driver
         self.ours_wrapped_driver = ours_wrapped_driver
+        self.upstream_driver = upstream_driver
+        #: extra environment of the services (e.g. CEPH_ARGS)
+        self.environ = dict(environ or {})
         self.glance_num_retries = glance_num_retries
         self.volume_auth_strategy = volume_auth_strategy
         self.default_options = dict(default_options or {})
@@ -227,7 +237,7 @@ class CinderStack(CinderServer):
             sections["keystone_authtoken"] = dict(
                 line.split(" = ", 1) for line in lines.splitlines()[1:]
             )
-        drivers = {"upstream": FILE_DRIVER, "ours": self.ours_driver}
+        drivers = {"upstream": self.upstream_driver, "ours": self.ours_driver}
         for backend in self.BACKENDS:
             options = {"volume_driver": drivers[backend]}
             if backend == "ours" and self.ours_wrapped_driver:
@@ -280,6 +290,7 @@ class CinderStack(CinderServer):
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         # cinder-volume runs privsep-helper and cinder-rootwrap by name
         env["PATH"] = f"{self.venv() / 'bin'}{os.pathsep}{env['PATH']}"
+        env.update(self.environ)
         return env
 
     def prepare(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -37,6 +38,8 @@ class GlanceServer(Server):
         last in the file, so a ``[DEFAULT]`` section in it overrides the
         template's ``enabled_backends``: for tests of bad store
         configurations.
+    :param policy_rules: with ``keystone``, rules that replace upstream's
+        defaults (``{"add_image_location": "..."}``).
 
     With a ``database_url``, :meth:`start` also waits until every worker
     has loaded the app, not only the first one that answers.
@@ -61,9 +64,11 @@ class GlanceServer(Server):
         store_root: Path | None = None,
         db_sync: bool = True,
         stores_config: str | None = None,
+        policy_rules: dict[str, str] | None = None,
     ) -> None:
         super().__init__(base, port)
         self.stores_config = stores_config
+        self.policy_rules = dict(policy_rules or {})
         #: debug logging (each request's user and project on its lines)
         self.debug = debug
         #: None: sqlite in ``base`` (one writer at a time: one worker)
@@ -127,6 +132,16 @@ class GlanceServer(Server):
         else:
             values["FLAVOR"] = "keystone"
             values["POLICY"] = ""
+            if self.policy_rules:
+                # upstream's defaults, but for these rules
+                rules = self.etc / "policy-rules.yaml"
+                rules.write_text(
+                    "".join(
+                        f"{json.dumps(k)}: {json.dumps(v)}\n"
+                        for k, v in self.policy_rules.items()
+                    )
+                )
+                values["POLICY"] = f"[oslo_policy]\npolicy_file = {rules}"
             values["AUTHTOKEN"] = self.keystone.authtoken_section(
                 "glance", self.token_cache_time
             )

@@ -47,6 +47,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -156,6 +157,19 @@ class _StoreAwareMixin:
             "volume_image (wrapping %s)",
             self.host,
             type(self).__mro__[2].__name__,
+        )
+
+    def copy_volume_to_image(
+        self, context: Any, volume: Any, image_service: Any, image_meta: Any
+    ) -> None:
+        """An RBD volume into an rbd store of its own cluster: inside Ceph
+        (:mod:`volume_image.cinder.rbd_direct`); anything else streams
+        through the wrapped driver and the seam, as before.
+        """
+        if _is_rbd(self) and _direct(self, context, volume, image_meta):
+            return
+        super().copy_volume_to_image(  # type: ignore[misc]
+            context, volume, image_service, image_meta
         )
 
     def volume_image_upload(
@@ -268,6 +282,134 @@ class _StoreAwareMixin:
                 or placed.reason,
             )
         return result
+
+
+def _is_rbd(driver: Any) -> bool:
+    """Whether the wrapped driver is Cinder's RBDDriver (or a subclass)."""
+    try:
+        from cinder.volume.drivers import rbd as cinder_rbd
+    except ImportError:  # no rados bindings: not an RBD backend anyway
+        return False
+    return isinstance(driver, cinder_rbd.RBDDriver)
+
+
+def _direct(driver: Any, context: Any, volume: Any, image_meta: Any) -> bool:
+    """Try the same-cluster fast path; False when the upload must stream
+    (the log says why).
+
+    :raises cinder.exception.ImageUnacceptable: the fast path applied and
+        failed; nothing is left in Ceph.
+    """
+    from cinder import service_auth
+
+    from volume_image.cinder import rbd_direct
+
+    image_id = image_meta["id"]
+    settings = config.Settings.from_conf(CONF)
+    vtype = getattr(volume, "volume_type", None)
+    specs = dict(getattr(vtype, "extra_specs", None) or {})
+    try:
+        decision, catalog = _decide(
+            driver, context, settings, specs, image_meta, service_auth
+        )
+    except errors.VolumeImageError as exc:
+        raise _unacceptable(
+            image_id, exc, f"upload of volume {volume.id} to image {image_id}"
+        ) from exc
+    if not decision.direct:
+        LOG.info(
+            "volume_image: volume %s to image %s streams: %s",
+            volume.id,
+            image_id,
+            decision.reason,
+        )
+        return False
+    client = _glance_client(context, settings)
+    started = time.monotonic()
+    try:
+        result = rbd_direct.upload(
+            driver, volume, image_id, catalog, decision, client, settings
+        )
+    except rbd_direct.Fallback as exc:
+        LOG.warning(
+            "volume_image: volume %s to image %s streams: %s",
+            volume.id,
+            image_id,
+            exc,
+        )
+        return False
+    except errors.VolumeImageError as exc:
+        raise _unacceptable(
+            image_id, exc, f"upload of volume {volume.id} to image {image_id}"
+        ) from exc
+    LOG.info(
+        "volume_image: volume %s became image %s in store %s inside Ceph "
+        "(cluster %s, flatten by %s, %.1fs, %d bytes, Glance's hash %s)",
+        volume.id,
+        image_id,
+        decision.store,
+        decision.fsid,
+        result["volume_image_flatten"],
+        time.monotonic() - started,
+        int(result.get("size") or 0),
+        "verified" if result["volume_image_hashed"] else "not yet computed",
+    )
+    return True
+
+
+def _decide(
+    driver: Any,
+    context: Any,
+    settings: config.Settings,
+    specs: dict[str, str],
+    image_meta: Any,
+    service_auth: Any,
+) -> tuple[Any, Any]:
+    """The fast path's decision, from the store catalog as the service
+    user sees it (``/stores/detail`` names each rbd store's fsid and pool
+    and needs the service or admin role; the caller may have neither).
+    """
+    from volume_image.core import direct
+    from volume_image.core import specs as spec_rules
+
+    service = service_auth.get_service_auth_plugin()
+    disk_format = image_meta.get("disk_format") or "raw"
+    container_format = image_meta.get("container_format") or "bare"
+    if not settings.rbd_direct_upload or service is None:
+        return direct.decide(
+            enabled=settings.rbd_direct_upload,
+            disk_format=disk_format,
+            container_format=container_format,
+            store=None,
+            detailed=False,
+            volume_fsid="",
+            service_token=service is not None,
+        ), None
+    adapter = ks_adapter.Adapter(
+        _session(),
+        auth=service,
+        service_type="image",
+        endpoint_override=_glance_endpoint(context),
+        connect_retries=CONF.glance_num_retries,
+    )
+    catalog = glance.GlanceClient(
+        adapter,
+        use_store_detail=True,
+        max_response_bytes=settings.max_response_bytes,
+        answer_deadline=settings.answer_deadline,
+    ).get_store_catalog()
+    split = spec_rules.split_extra_specs(specs)
+    store_id = split.store_id
+    store = catalog.get(store_id) if store_id else catalog.default
+    return direct.decide(
+        enabled=True,
+        disk_format=disk_format,
+        container_format=container_format,
+        store=store,
+        detailed=catalog.detailed,
+        volume_fsid=str(driver._get_fsid()),
+        service_token=True,
+    ), catalog
 
 
 @contextlib.contextmanager

@@ -243,6 +243,15 @@ class CopyAnswer:
     request_id: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class LocationAnswer:
+    """Glance's answer to ``add_location``."""
+
+    status: int
+    message: str
+    request_id: str | None
+
+
 class GlanceClient:
     """A small Glance v2 client for store discovery and image upload.
 
@@ -575,6 +584,35 @@ class GlanceClient:
             [t for t in tasks if isinstance(t, dict)]
             if isinstance(tasks, list)
             else []
+        )
+
+    def add_location(self, image_id: str, url: str) -> LocationAnswer:
+        """``POST /v2/images/{id}/locations`` (Glance 2.17, 2024.2+):
+        register data already in a store for a ``queued`` image.
+
+        Glance answers 202 and does the work in a task: it checks the
+        location, makes the image ``active`` and, with ``do_secure_hash``,
+        computes ``checksum`` and ``os_hash_value`` by reading the data
+        itself.  A location it cannot use sends the image back to
+        ``queued``; the caller polls the image.
+
+        :returns: the answer for 202 and for the answers that mean "not
+            here": 400, 403 (the service role is missing), 404 and 405
+            (an older Glance), 409.
+        :raises GlanceError: 401, 5xx, unreachable or any other answer.
+        """
+        what = f"POST /v2/images/{image_id}/locations"
+        resp = self._request(
+            "POST", f"/v2/images/{image_id}/locations", json={"url": url}
+        )
+        if resp.status_code in (202, 400, 403, 404, 405, 409):
+            return LocationAnswer(
+                resp.status_code,
+                "" if resp.status_code == 202 else _message(resp),
+                _request_id(resp),
+            )
+        raise from_response(
+            resp, what, endpoint=self.endpoint, image_id=image_id
         )
 
     def with_auth_from_conf(

@@ -98,6 +98,9 @@ class StoreInfo:
     read_only: bool = False
     type: str | None = None
     weight: float | None = None
+    #: an rbd store's Ceph cluster and pool (``/detail`` only)
+    fsid: str | None = None
+    pool: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the store as a JSON-ready dict with real booleans."""
@@ -136,6 +139,11 @@ class StoreCatalog:
     def writable_ids(self) -> list[str]:
         """Ids of the stores that accept uploads, sorted."""
         return sorted(s.id for s in self.stores if not s.read_only)
+
+
+def _text(value: object) -> str | None:
+    """A store property that must be a non-empty string, or None."""
+    return value if isinstance(value, str) and value else None
 
 
 def _flag(value: object) -> bool:
@@ -187,6 +195,8 @@ def parse_stores(
             read_only=_flag(item.get("read-only")),
             type=item.get("type"),
             weight=item.get("weight"),
+            fsid=_text((item.get("properties") or {}).get("fsid")),
+            pool=_text((item.get("properties") or {}).get("pool")),
         )
         for item in doc["stores"]
     )
