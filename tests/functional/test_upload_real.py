@@ -434,7 +434,8 @@ def test_memory_stays_flat_for_a_multi_gib_sparse_source(
     script = (
         "import resource, sys\n"
         "from keystoneauth1 import adapter, session\n"
-        "from volume_image import glance, upload\n"
+        "from volume_image.clients import glance\n"
+        "from volume_image.pipeline import uploader as upload\n"
         "c = glance.GlanceClient(adapter.Adapter(session.Session(timeout=60),"
         " endpoint_override=sys.argv[1]))\n"
         "r = upload.Uploader(c).upload(sys.argv[2], upload.ImageMeta('mem'),"
