@@ -490,6 +490,10 @@ class CephCluster(Server):
                 "public network = 127.0.0.1/32",
                 "ms bind ipv4 = true",
                 "ms bind ipv6 = false",
+                # a taken port fails the start at once, not after 3 x 5 s
+                # of retries (the block was free when it was picked)
+                "ms bind retry count = 1",
+                "ms bind retry delay = 1",
                 f"ms bind port min = {port + 2}",
                 f"ms bind port max = {port + self.PORTS - 1}",
                 f"auth cluster required = {auth}",
@@ -642,6 +646,8 @@ class CephCluster(Server):
             error.
         """
         what = f"{self.label}: ceph admin {[op for op, _ in ops]}"
+        if self.pid is None:
+            raise RuntimeError(f"{what}: the mon is not running")
         helper = subprocess.Popen(
             [
                 SYSTEM_PYTHON,
@@ -865,6 +871,18 @@ class CephCluster(Server):
     def rbd_snaps(self, pool: str, image: str) -> dict[str, bool]:
         """The snapshots of an RBD image: name -> protected."""
         return dict(self.rbd_info(pool, image)["snaps"])
+
+    def mon_commands(self, *cmds: dict[str, Any]) -> list[Any]:
+        """Run mon commands (``{"prefix": "osd pool ls", ...}``) as admin
+        over one connection; return each one's JSON answer (parsed).
+        Quicker than :meth:`ceph` (no CLI process per command).
+        """
+        return [
+            json.loads(out)
+            for out in self.admin(
+                *(("command", {"cmd": {**c, "format": "json"}}) for c in cmds)
+            )
+        ]
 
     def ceph(self, *args: str, timeout: float = 60.0) -> str:
         """Run the ``ceph`` CLI against this cluster as admin; return its

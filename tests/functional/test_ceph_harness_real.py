@@ -139,12 +139,11 @@ def test_two_clusters_side_by_side(
     assert a.port != b.port
     for cluster in (a, b):
         assert f"fsid = {cluster.fsid}" in cluster.conf_path.read_text()
-        status = json.loads(cluster.ceph("status", "--format", "json"))
+        status, pools = cluster.mon_commands(
+            {"prefix": "status"}, {"prefix": "osd pool ls", "detail": "detail"}
+        )
         assert status["fsid"] == cluster.fsid
         assert status["osdmap"]["num_up_osds"] == 1
-        pools = json.loads(
-            cluster.ceph("osd", "pool", "ls", "detail", "--format", "json")
-        )
         sizes = {p["pool_name"]: p["size"] for p in pools}
         apps = {p["pool_name"]: p["application_metadata"] for p in pools}
         for pool in POOLS:
