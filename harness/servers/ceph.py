@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 # the generic helpers of the harness, and nothing else of it
-from harness.launcher import Server, _apt_install, _say, cache_dir
+from harness.servers.base import Server, _apt_install, _say, cache_dir
 
 __all__ = [
     "CEPH_PACKAGES",
@@ -335,6 +335,27 @@ def info(pool, image):
                 "snaps": {s["name"]: img.is_protected_snap(s["name"])
                           for s in img.list_snaps()},
             }
+
+
+def fill(pool, image, length, seed):
+    # a seeded pattern at the head; the md5 of the whole image back
+    import hashlib, random
+    rng = random.Random(seed)
+    with cluster.open_ioctx(pool) as ioctx:
+        with rbd.Image(ioctx, image) as img:
+            done = 0
+            while done < length:
+                n = min(1 << 20, length - done)
+                img.write(rng.randbytes(n), done)
+                done += n
+            img.flush()
+            md5 = hashlib.md5()
+            size, offset = img.size(), 0
+            while offset < size:
+                n = min(4 << 20, size - offset)
+                md5.update(img.read(offset, n))
+                offset += n
+            return md5.hexdigest()
 
 
 def command(cmd):

@@ -1,0 +1,207 @@
+"""Ceph, as Glance multi-store was made for: the example configuration
+(``fast:rbd, cheap:rbd, shared:file, reliable:file``, the two rbd stores
+on two clusters), Cinder 29's real ``RBDDriver`` as upstream and wrapped
+by ours, on one stack under Keystone with a service token
+(:class:`harness.servers.ceph_site.CephSite`).
+
+Cluster A (cephx, with a mgr) holds the volumes and store ``fast``;
+cluster B (no auth) holds store ``cheap``.  Every upload is checked where
+it must land (that store's cluster and pool, nowhere else) and by its
+bytes.  An upload of ours from an RBD volume into ``fast`` (same fsid)
+takes the same-cluster fast path: no image byte through HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from harness import launcher
+from harness.servers.ceph_site import GIB, MIB, CephSite
+
+from .conftest import _SERVERS
+
+pytestmark = pytest.mark.functional
+
+#: the volume's written head; the rest of its 1 GiB is never written
+WRITTEN = 8 * MIB
+
+
+@pytest.fixture(scope="module")
+def site(
+    rabbit: launcher.RabbitServer,
+    keystone: launcher.KeystoneServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[CephSite]:
+    ceph_site = CephSite(
+        tmp_path_factory.mktemp("ceph-site"),
+        keystone,
+        rabbit.vhost_url("ceph-stack"),
+    )
+    try:
+        ceph_site.start()
+        _SERVERS.extend(ceph_site.servers)
+        yield ceph_site
+    finally:
+        ceph_site.stop()
+
+
+def _upload(
+    site: CephSite,
+    backend: str,
+    store: str | None,
+    disk_format: str = "raw",
+    seed: int = 1,
+    name: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    volume, md5 = site.new_volume(backend, store, written=WRITTEN, seed=seed)
+    demo = site.stack.rest(user="demo")
+    image_id = demo.upload_to_image(
+        volume["id"],
+        name or f"ceph-{backend}-{store}",
+        disk_format=disk_format,
+    )
+    after = demo.wait_volume_leaves(volume["id"], "uploading", timeout=180)
+    return after, site.image(image_id), md5
+
+
+def _log(site: CephSite) -> str:
+    return site.stack.service_log("cinder-volume").read_text()
+
+
+def test_glance_lists_the_example_stores(site: CephSite) -> None:
+    resp = requests.get(
+        f"{site.glance.url}/v2/info/stores/detail",
+        headers=site.admin_headers(),
+        timeout=30,
+    )
+    stores = {s["id"]: s for s in resp.json()["stores"]}
+    assert sorted(stores) == ["cheap", "fast", "reliable", "shared"]
+    assert stores["fast"]["properties"]["fsid"] == site.a.fsid
+    assert stores["cheap"]["properties"]["fsid"] == site.b.fsid
+    assert site.a.fsid != site.b.fsid
+
+
+@pytest.mark.parametrize("backend", ["upstream", "ours"])
+@pytest.mark.parametrize("store", ["fast", "cheap", None])
+def test_raw_upload_lands_in_its_cluster(
+    site: CephSite, backend: str, store: str | None
+) -> None:
+    before = site.rbd_images()
+    after, image, md5 = _upload(site, backend, store)
+    assert after["status"] == "available"
+    target = store or "fast"
+    assert image["status"] == "active"
+    assert image["stores"] == target
+    assert image["checksum"] == md5
+    assert image["size"] == GIB
+    now = site.rbd_images()
+    here, there = ("a", "b") if target == "fast" else ("b", "a")
+    assert sorted(set(now[here]) - set(before[here])) == [image["id"]]
+    assert now[there] == before[there]
+    info = site.clusters[target].rbd_info("images", image["id"])
+    assert info["snaps"] == {"snap": True}
+    assert info["parent"] is None
+    direct = f"became image {image['id']} in store fast inside Ceph"
+    assert (direct in _log(site)) is (backend == "ours" and target == "fast")
+
+
+def test_the_fast_path_sends_no_byte_and_frees_the_volume(
+    site: CephSite,
+) -> None:
+    mark = site.glance.log_path.stat().st_size
+    after, image, md5 = _upload(site, "ours", "fast", seed=7)
+    assert image["checksum"] == md5
+    assert image["os_hash_algo"] == "sha512"
+    assert image["os_hash_value"]
+    # no data PUT reached Glance for this image
+    text = site.glance.log_path.read_text()[mark:]
+    assert f"/v2/images/{image['id']}/file" not in text
+    assert f"{image['id']}/locations" in text
+    assert "flatten by mgr" in _log(site)
+    # nothing of the volume stays tied to the image
+    volume = f"volume-{after['id']}"
+    assert site.a.rbd_snaps("volumes2", volume) == {}
+    demo = site.stack.rest(user="demo")
+    demo.extend_volume(after["id"], 2)
+    demo.wait_volume(after["id"])
+    snap = demo.create_snapshot(after["id"])
+    demo.wait_snapshot(snap["id"])
+    demo.delete_snapshot(snap["id"])
+    demo.delete_volume(after["id"])
+    assert volume not in site.a.rbd_ls("volumes2")
+    # and the image, alone now, reads back the volume's bytes
+    assert site.image_md5(image["id"]) == md5
+
+
+@pytest.mark.parametrize("backend", ["upstream", "ours"])
+@pytest.mark.parametrize("store", ["fast", "cheap"])
+def test_qcow2_upload_lands_in_its_cluster(
+    site: CephSite, backend: str, store: str, tmp_path: Path
+) -> None:
+    before = site.rbd_images()
+    after, image, md5 = _upload(site, backend, store, "qcow2", seed=3)
+    assert after["status"] == "available"
+    assert image["status"] == "active"
+    assert image["disk_format"] == "qcow2"
+    assert image["stores"] == store
+    now = site.rbd_images()
+    here = "a" if store == "fast" else "b"
+    assert sorted(set(now[here]) - set(before[here])) == [image["id"]]
+    # the qcow2 holds the volume's bytes
+    qcow = tmp_path / "image.qcow2"
+    site.image_md5(image["id"], qcow)
+    raw = tmp_path / "image.raw"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", qcow, raw],
+        check=True,
+    )
+    got = hashlib.md5()  # noqa: S324 - the volume's md5
+    with open(raw, "rb") as f:
+        while chunk := f.read(MIB):
+            got.update(chunk)
+    assert got.hexdigest() == md5
+    if backend == "ours" and store == "fast":
+        assert (
+            f"image {image['id']} streams: disk_format qcow2 needs a "
+            "conversion" in _log(site)
+        )
+
+
+def test_cross_cluster_streams_and_says_why(site: CephSite) -> None:
+    _, image, md5 = _upload(site, "ours", "cheap", seed=5)
+    assert (image["stores"], image["checksum"]) == ("cheap", md5)
+    assert (
+        f"image {image['id']} streams: store cheap is on Ceph cluster "
+        f"{site.b.fsid}, the volume on {site.a.fsid}" in _log(site)
+    )
+
+
+def test_a_refused_location_streams_and_leaves_nothing_in_ceph(
+    site: CephSite,
+) -> None:
+    """Glance's policy refuses the location (this Glance's rule refuses
+    images named ``refused-location``): the Ceph work is undone and the
+    upload streams; the volume keeps no snapshot, the pool holds the
+    streamed image only.
+    """
+    before = site.a.rbd_ls("images")
+    after, image, md5 = _upload(
+        site, "ours", "fast", seed=11, name="refused-location"
+    )
+    assert after["status"] == "available"
+    assert (image["status"], image["stores"]) == ("active", "fast")
+    assert image["checksum"] == md5
+    assert sorted(set(site.a.rbd_ls("images")) - set(before)) == [image["id"]]
+    assert site.a.rbd_info("images", image["id"])["parent"] is None
+    assert site.a.rbd_snaps("volumes2", f"volume-{after['id']}") == {}
+    assert (
+        f"image {image['id']} streams: Glance refused the location (403"
+        in _log(site)
+    )
