@@ -11,7 +11,7 @@ own session and stopped by the PID they wrote, never by name.
 
 Command line::
 
-    python -m harness.launcher setup      # venvs, qemu-img,
+    python -m harness.launcher setup      # venvs, qemu-img, ceph,
                                                        # rabbitmq-server,
                                                        # mariadb-server,
                                                        # haproxy
@@ -41,6 +41,7 @@ from harness.servers.base import (
     ensure_venv,
     free_port,
 )
+from harness.servers.ceph import add_ceph_bindings, ensure_ceph
 from harness.servers.cinder import (
     PROJECT_ID,
     CinderServer,
@@ -198,6 +199,10 @@ def _main(argv: list[str]) -> int:
         print(f"rabbitmq-server: {ensure_rabbitmq()}")
         print(f"mariadbd: {ensure_mariadb()}")
         print(f"haproxy: {ensure_haproxy()}")
+        ensure_ceph()
+        for name in ("glance", "cinder"):
+            add_ceph_bindings(ensure_venv(name))
+        print("ceph: mon, osd, mgr; rados/rbd in the glance and cinder venvs")
         return 0
     if argv[0] == "glance" and len(argv) == 2:
         return _serve(GlanceServer(Path(argv[1])))

@@ -98,7 +98,13 @@ class CinderServer(Server):
         _render("cinder-uwsgi.ini", self.ini, values)
         _render("cinder_gunicorn_app.py", self.etc / "cinder_app.py", values)
         _render("cinder-api-paste.ini", self.etc / "api-paste.ini", values)
-        self._manage_db("cinder-manage", "cinder.conf", "db", "sync")
+        self._manage_db(
+            "cinder-manage",
+            "cinder.conf",
+            "db",
+            "sync",
+            sqlite=self.base / "cinder.sqlite",
+        )
 
     def command(self) -> list[str]:
         if self.wsgi_server == "uwsgi":

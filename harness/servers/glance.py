@@ -168,7 +168,16 @@ class GlanceServer(Server):
         _render("policy.yaml", self.etc / "policy.yaml", values)
         _render("glance_devauth.py", self.etc / "glance_devauth.py", values)
         if self.db_sync:
-            self._manage_db("glance-manage", "glance-api.conf", "db_sync")
+            self._manage_db(
+                "glance-manage",
+                "glance-api.conf",
+                "db_sync",
+                sqlite=(
+                    self.base / "glance.sqlite"
+                    if self.database_url is None
+                    else None
+                ),
+            )
             if self.database_url is not None:
                 # the schema is in the server database now: a restart of
                 # this node (a failover test) need not sync it again

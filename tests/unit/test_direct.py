@@ -114,3 +114,9 @@ def test_add_location_answers(
     assert answer.status == status
     assert rmock.last_request.json() == {"url": "rbd://f/p/i1/snap"}
     assert (answer.message == "") is (status == 202)
+
+
+def test_co_location_chooses_the_stores_so_it_streams() -> None:
+    d = direct.decide(**{**GOOD, "colocating": True})  # type: ignore[arg-type]
+    assert not d.direct
+    assert "colocate_with_base_image" in d.reason

@@ -184,7 +184,6 @@ def run(client: glance.GlanceClient, ceph: FakeCeph) -> Any:
         FakeDriver(ceph),
         VOLUME,
         "i1",
-        None,
         DECISION,
         client,
         SETTINGS,  # type: ignore[arg-type]
@@ -359,7 +358,6 @@ def test_the_mgr_flattens_or_cinder_volume_does(
         FakeDriver(ceph),
         VOLUME,
         "i1",
-        None,
         DECISION,
         client,  # type: ignore[arg-type]
         config.Settings(rbd_direct_flatten="mgr", rbd_direct_timeout=5),
@@ -370,3 +368,53 @@ def test_the_mgr_flattens_or_cinder_volume_does(
     assert ceph.images[("images", "i1")]["parent"] is None
     if not refuse:
         assert mgr.commands == ["rbd task add flatten"] + ["rbd task list"] * 2
+
+
+def test_a_killed_upload_is_undone_at_the_next_start(
+    ceph: FakeCeph,
+    client: glance.GlanceClient,
+    rmock: requests_mock.Mocker,
+    tmp_path: Any,
+) -> None:
+    """cinder-volume killed during the flatten: the journal names what
+    was made, and recover() removes it; an upload Glance had taken is
+    left to Glance.
+    """
+    from volume_image.cinder import rbd_direct
+
+    class Killed(BaseException):
+        pass
+
+    driver = FakeDriver(ceph)
+
+    def killed(name: str, pool: str) -> None:
+        raise Killed  # no except clause of the upload runs for it...
+
+    driver._do_flatten = killed  # type: ignore[method-assign]
+    undo = rbd_direct._Work.undo
+    rbd_direct._Work.undo = lambda self: None  # type: ignore[method-assign]
+    try:  # ...as with a SIGKILL: nothing is undone
+        with pytest.raises(Killed):
+            rbd_direct.upload(
+                driver,
+                VOLUME,
+                "i1",
+                DECISION,
+                client,
+                SETTINGS,  # type: ignore[arg-type]
+                journal_dir=tmp_path,
+                sleep=lambda s: None,
+            )
+    finally:
+        rbd_direct._Work.undo = undo  # type: ignore[method-assign]
+    assert ("images", "i1") in ceph.images
+    assert list(tmp_path.glob("*.json"))
+    (tmp_path / "i2.json").write_text(
+        '{"phase": "glance", "volume": "volume-1", "pool": "volumes", '
+        '"dst_pool": "images", "image": "i2"}'
+    )
+    ceph.images[("images", "i2")] = {"snaps": {"snap": True}, "parent": None}
+    assert rbd_direct.recover(FakeDriver(ceph), tmp_path) == 1
+    assert set(ceph.images) == {("volumes", "volume-1"), ("images", "i2")}
+    assert ceph.images[("volumes", "volume-1")]["snaps"] == {}
+    assert not list(tmp_path.glob("*.json"))

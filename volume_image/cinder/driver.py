@@ -50,6 +50,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from cinder import exception
@@ -152,6 +153,11 @@ class _StoreAwareMixin:
         )
         _install_seam()
         _BACKENDS[self.host] = self
+        if _is_rbd(self):
+            from volume_image.cinder import rbd_direct
+
+            # a cinder-volume killed mid fast path left Ceph objects
+            rbd_direct.recover(self, _journal_dir(self))
         LOG.info(
             "volume_image: uploads to images of backend %s go through "
             "volume_image (wrapping %s)",
@@ -284,6 +290,13 @@ class _StoreAwareMixin:
         return result
 
 
+def _journal_dir(driver: Any) -> Path:
+    """Where this backend journals its unfinished fast-path uploads."""
+    return Path(
+        str(CONF.state_path), "volume_image", "rbd-direct", driver.host
+    )
+
+
 def _is_rbd(driver: Any) -> bool:
     """Whether the wrapped driver is Cinder's RBDDriver (or a subclass)."""
     try:
@@ -309,8 +322,8 @@ def _direct(driver: Any, context: Any, volume: Any, image_meta: Any) -> bool:
     vtype = getattr(volume, "volume_type", None)
     specs = dict(getattr(vtype, "extra_specs", None) or {})
     try:
-        decision, catalog = _decide(
-            driver, context, settings, specs, image_meta, service_auth
+        decision = _decide(
+            driver, context, settings, specs, image_meta, volume, service_auth
         )
     except errors.VolumeImageError as exc:
         raise _unacceptable(
@@ -328,7 +341,13 @@ def _direct(driver: Any, context: Any, volume: Any, image_meta: Any) -> bool:
     started = time.monotonic()
     try:
         result = rbd_direct.upload(
-            driver, volume, image_id, catalog, decision, client, settings
+            driver,
+            volume,
+            image_id,
+            decision,
+            client,
+            settings,
+            journal_dir=_journal_dir(driver),
         )
     except rbd_direct.Fallback as exc:
         LOG.warning(
@@ -363,8 +382,9 @@ def _decide(
     settings: config.Settings,
     specs: dict[str, str],
     image_meta: Any,
+    volume: Any,
     service_auth: Any,
-) -> tuple[Any, Any]:
+) -> Any:
     """The fast path's decision, from the store catalog as the service
     user sees it (``/stores/detail`` names each rbd store's fsid and pool
     and needs the service or admin role; the caller may have neither).
@@ -375,7 +395,13 @@ def _decide(
     service = service_auth.get_service_auth_plugin()
     disk_format = image_meta.get("disk_format") or "raw"
     container_format = image_meta.get("container_format") or "bare"
-    if not settings.rbd_direct_upload or service is None:
+    # what needs no request first: most uploads that stream stop here
+    if (
+        not settings.rbd_direct_upload
+        or service is None
+        or disk_format != "raw"
+        or container_format == "compressed"
+    ):
         return direct.decide(
             enabled=settings.rbd_direct_upload,
             disk_format=disk_format,
@@ -384,7 +410,7 @@ def _decide(
             detailed=False,
             volume_fsid="",
             service_token=service is not None,
-        ), None
+        )
     adapter = ks_adapter.Adapter(
         _session(),
         auth=service,
@@ -401,6 +427,7 @@ def _decide(
     split = spec_rules.split_extra_specs(specs)
     store_id = split.store_id
     store = catalog.get(store_id) if store_id else catalog.default
+    base_image = (volume.glance_metadata or {}).get("image_id")
     return direct.decide(
         enabled=True,
         disk_format=disk_format,
@@ -409,7 +436,10 @@ def _decide(
         detailed=catalog.detailed,
         volume_fsid=str(driver._get_fsid()),
         service_token=True,
-    ), catalog
+        colocating=bool(
+            settings.colocate_with_base_image and base_image and not store_id
+        ),
+    )
 
 
 @contextlib.contextmanager

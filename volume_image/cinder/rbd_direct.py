@@ -22,18 +22,21 @@ order that cannot fail on a child (image, then the volume's snapshot).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.core import direct, stores
+from volume_image.core import direct
 from volume_image.pipeline import offload
 
-__all__ = ["DirectResult", "Fallback", "upload"]
+__all__ = ["DirectResult", "Fallback", "recover", "upload"]
 
 LOG = logging.getLogger(__name__)
 
@@ -62,139 +65,255 @@ def _cinder_rbd() -> Any:
     return cinder_rbd
 
 
-def _tmp_snap(image_id: str) -> str:
-    # never "<name>.clone_snap": Cinder's delete would then keep the
-    # volume as <name>.deleted, thinking it has clones
-    return f"volume_image-{image_id}"
+@dataclasses.dataclass
+class _Work:
+    """What one fast-path upload made in Ceph, so far, and its journal:
+    a file under the service's state directory that outlives a killed
+    cinder-volume, so that :func:`recover` can undo it at the next start.
+    """
+
+    driver: Any
+    volume: str
+    pool: str
+    dst_pool: str
+    image: str
+    journal: Path | None
+    made_snap: bool = False
+    made_image: bool = False
+
+    @property
+    def snap(self) -> str:
+        # never "<name>.clone_snap": Cinder's delete would then keep the
+        # volume as <name>.deleted, thinking it has clones
+        return f"volume_image-{self.image}"
+
+    def note(self, phase: str) -> None:
+        """Record the phase: ``ceph`` (Ceph objects may exist) or
+        ``glance`` (Glance may own the image).
+        """
+        if self.journal is None:
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "phase": phase,
+            "volume": self.volume,
+            "pool": self.pool,
+            "dst_pool": self.dst_pool,
+            "image": self.image,
+        }
+        partial = self.journal.with_suffix(".partial")
+        partial.write_text(json.dumps(doc))
+        os.replace(partial, self.journal)
+
+    def done(self) -> None:
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
+
+    def undo(self) -> None:
+        """Remove what was made: the image first (a clone keeps the
+        volume's snapshot busy), then the volume's snapshot.  Each step
+        is tried even when another failed, and logged.
+        """
+        if self.made_image:
+            try:
+                _remove_image(self.driver, self.dst_pool, self.image)
+                self.made_image = False
+            except Exception as exc:  # logged: the cause matters more
+                LOG.error(
+                    "volume_image: could not remove RBD image %s/%s after "
+                    "a failed upload: %s; remove it by hand",
+                    self.dst_pool,
+                    self.image,
+                    exc,
+                )
+        if self.made_snap:
+            try:
+                _drop_snapshot(self.driver, self.volume, self.pool, self.snap)
+                self.made_snap = False
+            except self.driver.rbd.ImageNotFound:
+                self.made_snap = False
+            except Exception as exc:
+                LOG.error(
+                    "volume_image: could not remove snapshot %s@%s after a "
+                    "failed upload: %s; remove it by hand",
+                    self.volume,
+                    self.snap,
+                    exc,
+                )
+        if not (self.made_image or self.made_snap):
+            self.done()
 
 
 def upload(
     driver: Any,
     volume: Any,
     image_id: str,
-    catalog: stores.StoreCatalog,
     decision: direct.Decision,
     client: glance.GlanceClient,
     settings: config.Settings,
     *,
+    journal_dir: Path | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DirectResult:
     """Make image ``image_id`` (``queued``) from ``volume`` inside Ceph.
 
+    :param journal_dir: where the journal of unfinished uploads lives
+        (see :func:`recover`); None keeps none.
     :raises Fallback: Ceph refused the write (caps) or Glance refused the
         location (no service role, an older Glance); nothing is left.
     :raises UploadError: anything else, after removing what was made.
     """
-    rbd = driver.rbd
-    src_pool = driver.configuration.rbd_pool
-    tmp = _tmp_snap(image_id)
-    made_image = False
-    made_snap = False
-    deadline_at = clock() + settings.rbd_direct_timeout
-    where = (
-        f"store {decision.store} (Ceph cluster {decision.fsid}, pool "
-        f"{decision.pool})"
+    work = _Work(
+        driver,
+        volume.name,
+        driver.configuration.rbd_pool,
+        decision.pool,
+        image_id,
+        journal_dir / f"{image_id}.json" if journal_dir else None,
     )
+    deadline_at = clock() + settings.rbd_direct_timeout
     try:
-        _snapshot(driver, volume.name, src_pool, tmp)
-        made_snap = True
-        _clone(driver, volume.name, src_pool, tmp, decision.pool, image_id)
-        made_image = True
-        how = _flatten(
-            driver,
-            decision.pool,
-            image_id,
-            settings,
-            deadline_at,
-            clock,
-            sleep,
-        )
-        _drop_snapshot(driver, volume.name, src_pool, tmp)
-        made_snap = False
-        _image_snapshot(driver, decision.pool, image_id)
-        url = direct.location_url(decision.fsid, decision.pool, image_id)
-        answer = client.add_location(image_id, url)
-        if answer.status != 202:
-            raise Fallback(
-                f"Glance refused the location ({answer.status}: "
-                f"{answer.message or 'no reason given'}"
-                + (
-                    "; the service user needs the service role"
-                    if answer.status == 403
-                    else ""
-                )
-                + (
-                    "; this Glance has no location API (2.17)"
-                    if answer.status in (404, 405)
-                    else ""
-                )
-                + ")"
-            )
+        how = _make(work, decision, settings, deadline_at, clock, sleep)
+        _register(work, decision, client)
         image = _wait_active(client, image_id, deadline_at, clock, sleep)
-        made_image = False  # Glance owns it now: its delete removes it
-    except Fallback:
-        _undo(
-            driver,
-            volume.name,
-            src_pool,
-            tmp,
-            decision.pool,
-            image_id,
-            made_snap,
-            made_image,
-        )
-        raise
-    except rbd.PermissionError as exc:
-        _undo(
-            driver,
-            volume.name,
-            src_pool,
-            tmp,
-            decision.pool,
-            image_id,
-            made_snap,
-            made_image,
-        )
+    except driver.rbd.PermissionError as exc:
+        work.undo()
         raise Fallback(
-            f"Ceph refused a write for {where}: the volume's Ceph user "
-            "needs 'profile rbd pool=" + decision.pool + "' (osd) and, for "
-            "the mgr flatten, 'profile rbd pool=" + decision.pool + "' "
-            f"(mgr) ({exc})"
+            f"Ceph refused a write into pool {decision.pool}: the volume "
+            "service's Ceph user needs the osd cap 'profile rbd pool="
+            f"{decision.pool}' (and the mgr cap of the same name for the "
+            f"mgr flatten) ({exc})"
         ) from exc
-    except (rbd.Error, driver.rados.Error) as exc:
-        _undo(
-            driver,
-            volume.name,
-            src_pool,
-            tmp,
-            decision.pool,
-            image_id,
-            made_snap,
-            made_image,
-        )
+    except (driver.rbd.Error, driver.rados.Error) as exc:
+        work.undo()
         raise errors.UploadError(
-            f"the upload of volume {volume.id} into {where} failed in "
-            f"Ceph: {exc}; nothing was left in the cluster"
+            f"the upload of volume {volume.id} into store {decision.store} "
+            f"(Ceph cluster {decision.fsid}, pool {decision.pool}) failed "
+            f"in Ceph: {exc}; nothing was left in the cluster"
         ) from exc
     except BaseException:
-        _undo(
-            driver,
-            volume.name,
-            src_pool,
-            tmp,
-            decision.pool,
-            image_id,
-            made_snap,
-            made_image,
-        )
+        work.undo()
         raise
+    work.done()
     result = DirectResult(image)
     result["volume_image_flatten"] = how
     result["volume_image_hashed"] = _wait_hashed(
         client, image_id, deadline_at, clock, sleep
     )
     return result
+
+
+def _make(
+    work: _Work,
+    decision: direct.Decision,
+    settings: config.Settings,
+    deadline_at: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str:
+    """Snapshot, clone, flatten, free the volume, snapshot the image;
+    returns who flattened.
+    """
+    work.note("ceph")
+    _snapshot(work.driver, work.volume, work.pool, work.snap)
+    work.made_snap = True
+    _clone(
+        work.driver,
+        work.volume,
+        work.pool,
+        work.snap,
+        work.dst_pool,
+        work.image,
+    )
+    work.made_image = True
+    how = _flatten(
+        work.driver,
+        work.dst_pool,
+        work.image,
+        settings,
+        deadline_at,
+        clock,
+        sleep,
+    )
+    _drop_snapshot(work.driver, work.volume, work.pool, work.snap)
+    work.made_snap = False
+    _image_snapshot(work.driver, work.dst_pool, work.image)
+    return how
+
+
+def _register(
+    work: _Work, decision: direct.Decision, client: glance.GlanceClient
+) -> None:
+    """Give the image's location to Glance.
+
+    :raises Fallback: Glance refused it (the image is still ``queued``).
+    """
+    url = direct.location_url(decision.fsid, work.dst_pool, work.image)
+    answer = client.add_location(work.image, url)
+    if answer.status == 202:
+        # from here on Glance may own the RBD image: a restart must not
+        # remove it (see recover)
+        work.note("glance")
+        return
+    hint = {
+        403: "; the service user needs the service role",
+        404: "; this Glance has no location API (2.17)",
+        405: "; this Glance has no location API (2.17)",
+    }.get(answer.status, "")
+    raise Fallback(
+        f"Glance refused the location ({answer.status}: "
+        f"{answer.message or 'no reason given'}{hint})"
+    )
+
+
+def recover(driver: Any, journal_dir: Path) -> int:
+    """Undo what fast-path uploads killed with their cinder-volume left in
+    Ceph (called when the backend starts); returns how many were undone.
+
+    An upload killed after Glance took its location is left to Glance
+    (its image is active, or queued for Cinder's and our sweep), with a
+    warning naming the RBD image.
+    """
+    undone = 0
+    for path in sorted(journal_dir.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            work = _Work(
+                driver,
+                doc["volume"],
+                doc["pool"],
+                doc["dst_pool"],
+                doc["image"],
+                path,
+                made_snap=True,
+                made_image=True,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            LOG.warning("volume_image: unreadable journal %s: %s", path, exc)
+            continue
+        if doc.get("phase") == "glance":
+            LOG.warning(
+                "volume_image: the upload of %s into image %s was cut "
+                "after Glance took its location; RBD image %s/%s is "
+                "Glance's now (delete the image in Glance if it is not "
+                "active)",
+                work.volume,
+                work.image,
+                work.dst_pool,
+                work.image,
+            )
+            work.done()
+            continue
+        work.undo()
+        undone += 1
+        LOG.info(
+            "volume_image: removed what a killed upload of %s into image "
+            "%s left in Ceph",
+            work.volume,
+            work.image,
+        )
+    return undone
 
 
 def _snapshot(driver: Any, name: str, pool: str, snap: str) -> None:
@@ -346,46 +465,6 @@ def _remove_image(driver: Any, pool: str, image: str) -> None:
             driver.RBDProxy().remove(client.ioctx, image)
         except driver.rbd.ImageNotFound:
             pass
-
-
-def _undo(
-    driver: Any,
-    name: str,
-    pool: str,
-    tmp: str,
-    dst_pool: str,
-    image: str,
-    made_snap: bool,
-    made_image: bool,
-) -> None:
-    """Remove what this upload made in Ceph: the image first (a child
-    keeps the volume's snapshot busy), then the volume's snapshot.
-    Each step is tried even when another failed, and logged.
-    """
-    if made_image:
-        try:
-            _remove_image(driver, dst_pool, image)
-        except Exception as exc:  # logged: the original error matters more
-            LOG.error(
-                "volume_image: could not remove RBD image %s/%s after a "
-                "failed upload: %s; remove it by hand",
-                dst_pool,
-                image,
-                exc,
-            )
-    if made_snap:
-        try:
-            _drop_snapshot(driver, name, pool, tmp)
-        except driver.rbd.ImageNotFound:
-            pass
-        except Exception as exc:
-            LOG.error(
-                "volume_image: could not remove snapshot %s@%s after a "
-                "failed upload: %s; remove it by hand",
-                name,
-                tmp,
-                exc,
-            )
 
 
 def _wait_active(

@@ -39,6 +39,7 @@ def decide(
     detailed: bool,
     volume_fsid: str,
     service_token: bool,
+    colocating: bool = False,
 ) -> Decision:
     """Decide the fast path for one upload.
 
@@ -50,6 +51,9 @@ def decide(
     :param volume_fsid: the fsid of the volume's Ceph cluster.
     :param service_token: whether Cinder sends a service token (Glance
         adds an ``rbd://`` location only for the service role).
+    :param colocating: co-location with the base image will place the
+        image (no store named, ``colocate_with_base_image`` on, a base
+        image known): the pipeline chooses the stores, so it streams.
     """
 
     def no(reason: str) -> Decision:
@@ -61,6 +65,16 @@ def decide(
         return no(f"disk_format {disk_format} needs a conversion")
     if container_format == "compressed":
         return no("container_format compressed needs a conversion")
+    if not service_token:
+        return no(
+            "no service token ([service_user] send_service_user_token); "
+            "Glance adds an rbd location only for the service role"
+        )
+    if colocating:
+        return no(
+            "co-location with the base image chooses the stores "
+            "([volume_image] colocate_with_base_image)"
+        )
     if store is None:
         return no("the store is not in Glance's list, or there is no default")
     if store.read_only or store.id.startswith(RESERVED_PREFIX):
@@ -78,11 +92,6 @@ def decide(
         return no(
             f"store {store.id} is on Ceph cluster {store.fsid}, the volume "
             f"on {volume_fsid}"
-        )
-    if not service_token:
-        return no(
-            "no service token ([service_user] send_service_user_token); "
-            "Glance adds an rbd location only for the service role"
         )
     return Decision(
         True,
