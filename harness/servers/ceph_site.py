@@ -135,7 +135,13 @@ class CephSite:
             },
             sections={
                 "service_user": self.service_user(),
-                "volume_image": dict(ours_options or {}),
+                # co-location: on for volumes with a base image
+                "volume_image": {
+                    "colocate_with_base_image": "true",
+                    **(ours_options or {}),
+                },
+                # Glance's copy-image is admin-only by default
+                "volume_image_copy": self.password_auth("admin"),
             },
         )
         self._started: list[Any] = []
@@ -149,9 +155,15 @@ class CephSite:
         """Cinder's ``[service_user]``: the service token Glance needs to
         accept an ``rbd://`` location.
         """
-        creds = self.keystone.credentials("cinder")
         return {
             "send_service_user_token": "true",
+            **self.password_auth("cinder"),
+        }
+
+    def password_auth(self, user: str) -> dict[str, str]:
+        """keystoneauth's password options of a Keystone user."""
+        creds = self.keystone.credentials(user)
+        return {
             "auth_type": "password",
             "auth_url": creds["OS_AUTH_URL"],
             "username": creds["OS_USERNAME"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,78 @@ def test_a_refused_location_streams_and_leaves_nothing_in_ceph(
         f"image {image['id']} streams: Glance refused the location (403"
         in _log(site)
     )
+
+
+def _base_image(site: CephSite, stores: list[str]) -> str:
+    """An image (64 MiB of a pattern) in ``stores``: uploaded to the
+    first, copied to the others by Glance's copy-image.
+    """
+    headers = site.admin_headers()
+    made = requests.post(
+        f"{site.glance.url}/v2/images",
+        json={
+            "name": "base",
+            "disk_format": "raw",
+            "container_format": "bare",
+        },
+        headers=headers,
+        timeout=30,
+    )
+    made.raise_for_status()
+    base = made.json()["id"]
+    put = requests.put(
+        f"{site.glance.url}/v2/images/{base}/file",
+        data=bytes(range(256)) * (64 * MIB // 256),
+        headers={
+            **headers,
+            "Content-Type": "application/octet-stream",
+            "X-Image-Meta-Store": stores[0],
+        },
+        timeout=120,
+    )
+    assert put.status_code == 204, put.text
+    if stores[1:]:
+        copy = requests.post(
+            f"{site.glance.url}/v2/images/{base}/import",
+            json={"method": {"name": "copy-image"}, "stores": stores[1:]},
+            headers=headers,
+            timeout=30,
+        )
+        assert copy.status_code == 202, copy.text
+        deadline = time.monotonic() + 120
+        while set(site.image(base)["stores"].split(",")) != set(stores):
+            assert time.monotonic() < deadline, site.image(base)
+            time.sleep(0.5)
+    return base
+
+
+def test_co_location_on_rbd_stores_of_two_clusters(site: CephSite) -> None:
+    """A volume whose base image is in ``fast`` and ``cheap`` (two
+    clusters), of a type naming no store: the image is uploaded into one
+    and copied by Glance into the other; each cluster holds its RBD image.
+    """
+    base = _base_image(site, ["fast", "cheap"])
+    before = site.rbd_images()
+    volume, md5 = site.new_volume("ours", None, written=WRITTEN, seed=13)
+    demo = site.stack.rest(user="demo")
+    demo.call(
+        "POST",
+        f"/volumes/{volume['id']}/action",
+        {"os-set_image_metadata": {"metadata": {"image_id": base}}},
+    )
+    image_id = demo.upload_to_image(volume["id"], "ceph-colocated")
+    after = demo.wait_volume_leaves(volume["id"], "uploading", timeout=300)
+    assert after["status"] == "available"
+    image = site.image(image_id)
+    assert image["status"] == "active"
+    assert sorted(image["stores"].split(",")) == ["cheap", "fast"]
+    assert image["checksum"] == md5
+    now = site.rbd_images()
+    for cluster in ("a", "b"):
+        assert sorted(set(now[cluster]) - set(before[cluster])) == [image_id]
+    log = _log(site)
+    assert (
+        f"image {image_id} streams: co-location with the base image "
+        "chooses the stores" in log
+    )
+    assert f"co-location with base image {base}" in log
