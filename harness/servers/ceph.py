@@ -895,11 +895,12 @@ class CephCluster(Server):
 
     def mon_commands(self, *cmds: dict[str, Any]) -> list[Any]:
         """Run mon commands (``{"prefix": "osd pool ls", ...}``) as admin
-        over one connection; return each one's JSON answer (parsed).
+        over one connection; return each one's JSON answer (parsed; None
+        for a command that answers nothing, as ``osd pool create``).
         Quicker than :meth:`ceph` (no CLI process per command).
         """
         return [
-            json.loads(out)
+            json.loads(out) if out.strip() else None
             for out in self.admin(
                 *(("command", {"cmd": {**c, "format": "json"}}) for c in cmds)
             )
