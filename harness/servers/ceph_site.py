@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,21 @@ class CephSite:
         )
         resp.raise_for_status()
         return dict(resp.json())
+
+    def wait_hashed(
+        self, image_id: str, timeout: float = 300.0
+    ) -> dict[str, Any]:
+        """The image once Glance has its checksum (an image made by its
+        location API is active first, hashed by Glance afterwards).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            image = self.image(image_id)
+            if image.get("checksum") or image["status"] != "active":
+                return image
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"image {image_id}: no checksum in time")
+            time.sleep(0.2)
 
     def image_md5(self, image_id: str, dest: Path | None = None) -> str:
         """The md5 of an image's data, read back from Glance (and kept in

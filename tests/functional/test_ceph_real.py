@@ -69,7 +69,7 @@ def _upload(
         disk_format=disk_format,
     )
     after = demo.wait_volume_leaves(volume["id"], "uploading", timeout=180)
-    return after, site.image(image_id), md5
+    return after, site.wait_hashed(image_id), md5
 
 
 def _log(site: CephSite) -> str:
