@@ -81,7 +81,9 @@ PRIVATE_MODULES = {
     "volume_image.pipeline.colocate",
     "volume_image.pipeline.convert",
     "volume_image.pipeline.offload",
+    "volume_image.pipeline.slots",
     "volume_image.pipeline.stream",
+    "volume_image.pipeline.types",
     "volume_image.pipeline.uploader",
 }
 

@@ -18,7 +18,7 @@ from keystoneauth1 import adapter, plugin, session
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.pipeline import convert
+from volume_image.pipeline import convert, slots
 from volume_image.pipeline import stream as _stream
 from volume_image.pipeline import uploader as upload
 
@@ -538,11 +538,11 @@ def test_one_cap_on_concurrent_uploads_per_process() -> None:
     entered = threading.Event()
 
     def second() -> None:
-        with upload._SLOTS.held():
+        with slots.SLOTS.held():
             entered.set()
 
     try:
-        with upload._SLOTS.held():
+        with slots.SLOTS.held():
             waiter = threading.Thread(target=second)
             waiter.start()
             # one slot in the process, whichever uploader holds it

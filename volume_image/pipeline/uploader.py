@@ -14,7 +14,6 @@ to ``queued`` and reopens the source at byte 0.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,7 +21,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,13 +29,14 @@ from volume_image import config, errors
 from volume_image.clients import glance
 from volume_image.core import deadline, placement, specs, stores
 from volume_image.core.validation import StoreCatalogCache, Validator
-from volume_image.pipeline import colocate, convert, offload
+from volume_image.pipeline import colocate, convert, offload, slots
 from volume_image.pipeline.stream import (
     MeteredBody,
     ProgressCallback,
     Source,
     digest_of,
 )
+from volume_image.pipeline.types import ImageMeta, UploadResult
 
 __all__ = [
     "TAGS",
@@ -59,70 +59,6 @@ _STORE_ASKS = 3
 # while Glance cannot be reached or answers 5xx; None: give up.  About 8 s
 # in all: a Glance node restarting, or a worker's "database is locked"
 _IDEMPOTENT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, None)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageMeta:
-    """What the new image is called and how its data is packaged.
-
-    :ivar properties: further image fields and properties, sent as given
-        to ``POST /v2/images``.
-    """
-
-    name: str
-    disk_format: str = "raw"
-    container_format: str = "bare"
-    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        """The ``POST /v2/images`` body."""
-        return {
-            **self.properties,
-            "name": self.name,
-            "disk_format": self.disk_format,
-            "container_format": self.container_format,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class UploadResult:
-    """What an upload produced, as Glance confirmed it."""
-
-    image_id: str
-    store: str | None
-    size: int
-    checksum: str
-    os_hash_algo: str
-    os_hash_value: str
-    seconds: float
-    attempts: int
-    verified: bool
-    #: images created for this upload: more than 1 when Glance left one
-    #: stuck (its node died) and we replaced it with a new one
-    images: int = 1
-    #: why the image was kept without verification (Glance could not be
-    #: asked afterwards), or None
-    unverified_reason: str | None = None
-    #: co-location with the base image: where the image went and each
-    #: copy's outcome; None when co-location was not asked for
-    colocation: placement.Colocation | None = None
-
-    @property
-    def throughput(self) -> float:
-        """Bytes per second of the upload (copies not counted)."""
-        return self.size / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The result as a JSON-ready dict."""
-        doc = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "colocation"
-        }
-        doc["colocation"] = (
-            self.colocation.as_dict() if self.colocation else None
-        )
-        return doc
 
 
 @dataclasses.dataclass
@@ -176,36 +112,6 @@ def _tags() -> dict[str, str]:
 #: Glance endpoint -> the digest its images carry, learnt from an upload
 #: whose algorithm differed, so the next upload hashes the right one once
 _GLANCE_ALGO: dict[str, str] = {}
-
-
-class _Slots:
-    """The process's one cap on concurrent uploads (``[volume_image]
-    max_concurrent_uploads``), shared by every :class:`Uploader`; the
-    latest limit set wins (in one service they come from one config).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.limit = 4
-        self.in_use = 0
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold one slot; waiting for it is not waiting on Glance, so it
-        does not count against the deadline.
-        """
-        with deadline.paused(), self._cond:
-            self._cond.wait_for(lambda: self.in_use < self.limit)
-            self.in_use += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.in_use -= 1
-                self._cond.notify_all()
-
-
-_SLOTS = _Slots()
 
 
 def _is_retriable(exc: errors.VolumeImageError) -> bool:
@@ -308,7 +214,7 @@ class Uploader:
         self.validator = Validator(
             self.cache, asks=_STORE_ASKS, refresh_after=0.0
         )
-        _SLOTS.limit = self.settings.max_concurrent_uploads
+        slots.SLOTS.limit = self.settings.max_concurrent_uploads
 
     def remove_stale_workdirs(self) -> list[Path]:
         """Remove the work directories that processes which are gone left
@@ -444,7 +350,7 @@ class Uploader:
     def _upload_locked(self, job: _Job) -> UploadResult:
         """The upload itself, in one of the process's upload slots."""
         image_id, meta = job.image_id, job.meta
-        with _SLOTS.held():
+        with slots.SLOTS.held():
             if image_id is not None:
                 image = self._image(image_id)
                 if image.get("status") != "queued":
