@@ -81,6 +81,7 @@ PRIVATE_MODULES = {
     "volume_image.pipeline.colocate",
     "volume_image.pipeline.convert",
     "volume_image.pipeline.offload",
+    "volume_image.pipeline.retry",
     "volume_image.pipeline.slots",
     "volume_image.pipeline.stream",
     "volume_image.pipeline.types",

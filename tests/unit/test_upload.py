@@ -18,7 +18,7 @@ from keystoneauth1 import adapter, plugin, session
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.pipeline import convert, slots
+from volume_image.pipeline import convert, retry, slots
 from volume_image.pipeline import stream as _stream
 from volume_image.pipeline import uploader as upload
 
@@ -386,8 +386,8 @@ def test_another_glance_algorithm_is_verified_and_learnt(
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """No real waiting between tries."""
     monkeypatch.setattr(upload, "_QUEUED_WAIT", 0.2)
-    monkeypatch.setattr(upload, "_IDEMPOTENT_DELAYS", (0, 0, None))
-    monkeypatch.setattr(upload, "_pause", lambda *a: None)
+    monkeypatch.setattr(retry, "_IDEMPOTENT_DELAYS", (0, 0, None))
+    monkeypatch.setattr(retry, "pause", lambda *a: None)
 
 
 def test_our_stuck_image_is_replaced_by_a_new_one(
@@ -560,7 +560,7 @@ def test_a_retry_waits_as_long_as_glance_asks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(upload, "_pause", lambda s, c: waits.append(s))
+    monkeypatch.setattr(retry, "pause", lambda s, c: waits.append(s))
 
     def busy_then_ok(request, context):  # type: ignore[no-untyped-def]
         b"".join(request.body)

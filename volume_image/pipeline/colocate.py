@@ -24,6 +24,7 @@ from volume_image.core.placement import (
     judge,
     store_list,
 )
+from volume_image.pipeline import retry
 
 __all__ = ["copy_to_stores"]
 
@@ -36,6 +37,8 @@ _ALREADY = "already present at store"
 _MAX_REQUESTS = 5
 _POLL_FIRST = 0.2
 _POLL_MAX = 2.0
+# waits between reads of the image while Glance is briefly unavailable
+_READ_DELAYS = (0.5, 1.0, 2.0, None)
 # a hash mismatch leaves the target file behind; a retry says Duplicate
 _STALE_HINTS = ("os_hash_value", "duplicate")
 
@@ -180,14 +183,9 @@ def _read(
     """GET the image, riding out a brief outage (refused, 5xx): a poll
     that fails once must not end the copies' judgement.
     """
-    for delay in (0.5, 1.0, 2.0, None):
-        try:
-            return client.get_image(image_id)
-        except errors.GlanceUnavailable as exc:
-            if delay is None or exc.timed_out:
-                raise
-            sleep(delay)
-    raise AssertionError("unreachable")
+    return retry.ride_out(
+        client.get_image, image_id, delays=_READ_DELAYS, sleep=sleep
+    )
 
 
 def _wait(
@@ -201,21 +199,23 @@ def _wait(
     wait: bool,
 ) -> dict[str, Any]:
     """Read the image until no import holds it or the deadline passes."""
-    delay = _POLL_FIRST
-    while True:
-        image = _read(client, image_id, sleep)
-        if not wait or not image.get("os_glance_import_task"):
-            return image
-        if clock() + delay > until:
-            return image
+
+    def idle(delay: float) -> None:
         # waiting for Glance's copy is bounded by colocate_timeout, not by
         # the budget of the requests (see volume_image.core.deadline)
         with deadline.paused():
-            if cancel is not None and cancel.wait(delay):
-                raise errors.UploadCancelled("upload cancelled")
-            if cancel is None:
-                sleep(delay)
-        delay = min(delay * 1.5, _POLL_MAX)
+            retry.wait(delay, cancel, sleep=sleep)
+
+    return retry.poll(
+        lambda: _read(client, image_id, sleep),
+        lambda image: not wait or not image.get("os_glance_import_task"),
+        until=until,
+        every=_POLL_FIRST,
+        grow=1.5,
+        most=_POLL_MAX,
+        idle=idle,
+        clock=clock,
+    )
 
 
 def _task_message(client: glance.GlanceClient, image_id: str) -> str:

@@ -21,15 +21,15 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from volume_image import config, errors
 from volume_image.clients import glance
 from volume_image.core import deadline, placement, specs, stores
 from volume_image.core.validation import StoreCatalogCache, Validator
-from volume_image.pipeline import colocate, convert, offload, slots
+from volume_image.pipeline import colocate, convert, offload, retry, slots
 from volume_image.pipeline.stream import (
     MeteredBody,
     ProgressCallback,
@@ -47,18 +47,12 @@ __all__ = [
 ]
 
 LOG = logging.getLogger(__name__)
-T = TypeVar("T")
 
-_RETRY_DELAY_CAP = 30.0
 # Glance restores an image to queued within ~0.2 s of a read error
 _QUEUED_WAIT = 15.0
 _CLEANUP_STATES = ("queued", "saving")
 # how many answers of Glance are asked before a store is called gone
 _STORE_ASKS = 3
-# waits between tries of an idempotent call (GET or DELETE of the image)
-# while Glance cannot be reached or answers 5xx; None: give up.  About 8 s
-# in all: a Glance node restarting, or a worker's "database is locked"
-_IDEMPOTENT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, None)
 
 
 @dataclasses.dataclass
@@ -126,62 +120,6 @@ def _is_retriable(exc: errors.VolumeImageError) -> bool:
     )
 
 
-def _idempotent(call: Callable[..., T], *args: str) -> T:
-    """``call(*args)`` for a GET or DELETE, tried again after
-    :data:`_IDEMPOTENT_DELAYS` while Glance refuses connections or answers
-    5xx (repeating either changes nothing), then the last error.  A
-    timeout is not tried again: a Glance that hangs would cost the whole
-    timeout once more each time.
-    """
-    for delay in _IDEMPOTENT_DELAYS:
-        try:
-            return call(*args)
-        except errors.GlanceUnavailable as exc:
-            if delay is None or exc.timed_out:
-                raise
-            delay = _waited(delay, exc)
-            if _past(delay):
-                raise
-            LOG.debug("Glance unavailable (%s); again in %.1fs", exc, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _waited(delay: float, exc: errors.VolumeImageError) -> float:
-    """``delay``, or longer when Glance's 503 asked for it (Retry-After),
-    at most :data:`_RETRY_DELAY_CAP`.
-    """
-    if not isinstance(exc, errors.GlanceUnavailable):
-        return delay
-    if exc.retry_after is None:
-        return delay
-    return min(max(delay, exc.retry_after), _RETRY_DELAY_CAP)
-
-
-def _past(delay: float) -> bool:
-    """Whether sleeping ``delay`` seconds would pass the deadline."""
-    left = deadline.remaining()
-    return left is not None and left < delay
-
-
-def _pause(seconds: float, cancel: threading.Event | None) -> None:
-    """Sleep, but wake up and raise when the upload is cancelled; raise
-    at once when the sleep would pass the operation's deadline.
-    """
-    if _past(seconds):
-        exc = errors.GlanceUnavailable(
-            "Glance is unavailable: the upload gave up, as waiting "
-            f"{seconds:.1f} s more would pass its deadline ([volume_image] "
-            "operation_deadline)"
-        )
-        exc.timed_out = True
-        raise exc
-    if cancel is None:
-        time.sleep(seconds)
-    elif cancel.wait(seconds):
-        raise errors.UploadCancelled("upload cancelled")
-
-
 class Uploader:
     """Uploads volumes to Glance; thread-safe, one per process is enough.
 
@@ -206,7 +144,7 @@ class Uploader:
         self.copy_client = copy_client or client
         self.settings = settings or config.Settings()
         self.cache = cache or StoreCatalogCache(
-            lambda: _idempotent(client.get_store_catalog),
+            lambda: retry.ride_out(client.get_store_catalog),
             ttl=self.settings.store_cache_ttl,
         )
         # an unknown store is asked about again before the spec is called
@@ -698,14 +636,10 @@ class Uploader:
                         or not src.retriable
                     ):
                         raise
-                    delay = _waited(
-                        min(
-                            settings.upload_retry_delay * 2**retries,
-                            _RETRY_DELAY_CAP,
-                        ),
-                        exc,
+                    delay = retry.backoff(
+                        settings.upload_retry_delay, retries, exc
                     )
-                    if _past(delay):
+                    if retry.past(delay):
                         exc.hints.append(
                             "Not tried again: that would pass the "
                             "upload's deadline ([volume_image] "
@@ -723,7 +657,7 @@ class Uploader:
                         exc,
                         delay,
                     )
-                    _pause(delay, cancel)
+                    retry.pause(delay, cancel)
             self._ready_for_retry(into, meta, cancel)
             LOG.warning(
                 "image %s: attempt %d of %d, from byte 0",
@@ -761,7 +695,7 @@ class Uploader:
             into.image_id,
         )
         try:
-            _idempotent(self.client.delete_image, stuck)
+            retry.ride_out(self.client.delete_image, stuck)
         except errors.VolumeImageError as exc:
             LOG.error(
                 "stuck image %s could not be deleted (%s): delete it, or "
@@ -796,20 +730,25 @@ class Uploader:
     def _wait_until_queued(
         self, image_id: str, cancel: threading.Event | None
     ) -> None:
-        """Wait until Glance has restored the image after a failed send."""
-        deadline = time.monotonic() + _QUEUED_WAIT
-        while True:
-            status = self._image(image_id).get("status")
-            if status == "queued":
-                return
-            if status != "saving" or time.monotonic() > deadline:
-                raise errors.ImageStateConflict(
-                    f"image {image_id} is {status!r} after a failed upload "
-                    "and Glance did not put it back to 'queued'; it cannot "
-                    "be retried",
-                    image_id=image_id,
-                )
-            _pause(0.2, cancel)
+        """Wait until Glance has restored the image after a failed send.
+
+        :raises ImageStateConflict: it did not, within :data:`_QUEUED_WAIT`.
+        """
+        image = retry.poll(
+            lambda: self._image(image_id),
+            lambda image: image.get("status") != "saving",
+            until=time.monotonic() + _QUEUED_WAIT,
+            every=0.2,
+            idle=lambda seconds: retry.pause(seconds, cancel),
+        )
+        status = image.get("status")
+        if status != "queued":
+            raise errors.ImageStateConflict(
+                f"image {image_id} is {status!r} after a failed upload "
+                "and Glance did not put it back to 'queued'; it cannot "
+                "be retried",
+                image_id=image_id,
+            )
 
     def _stream_algo(self) -> str | None:
         """The one digest to compute while streaming: none without
@@ -940,7 +879,7 @@ class Uploader:
 
     def _image(self, image_id: str) -> dict[str, Any]:
         """GET the image, riding out a brief Glance outage."""
-        return _idempotent(self.client.get_image, image_id)
+        return retry.ride_out(self.client.get_image, image_id)
 
     def _cleanup(
         self, image_id: str, created: bool, exc: BaseException
@@ -960,7 +899,7 @@ class Uploader:
                 status = self._image(image_id).get("status")
                 if status not in _CLEANUP_STATES:
                     return
-            _idempotent(self.client.delete_image, image_id)
+            retry.ride_out(self.client.delete_image, image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
             if isinstance(exc, errors.UploadCancelled):
                 exc.hints.append(f"Image {image_id} was deleted.")
