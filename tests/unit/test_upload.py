@@ -18,7 +18,13 @@ from keystoneauth1 import adapter, plugin, session
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.pipeline import convert, retry, slots
+from volume_image.pipeline import (
+    convert,
+    glance_ops,
+    retry,
+    send,
+    slots,
+)
 from volume_image.pipeline import stream as _stream
 from volume_image.pipeline import uploader as upload
 
@@ -325,7 +331,7 @@ def test_base_image_ref_is_sent(
 @pytest.fixture(autouse=True)
 def _forget_learnt_algorithms() -> Iterator[None]:
     yield
-    upload._GLANCE_ALGO.clear()
+    glance_ops._GLANCE_ALGO.clear()
 
 
 def test_one_digest_streamed_and_none_without_verification(
@@ -385,7 +391,7 @@ def test_another_glance_algorithm_is_verified_and_learnt(
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """No real waiting between tries."""
-    monkeypatch.setattr(upload, "_QUEUED_WAIT", 0.2)
+    monkeypatch.setattr(send, "_QUEUED_WAIT", 0.2)
     monkeypatch.setattr(retry, "_IDEMPOTENT_DELAYS", (0, 0, None))
     monkeypatch.setattr(retry, "pause", lambda *a: None)
 

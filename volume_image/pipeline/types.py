@@ -1,17 +1,20 @@
 """The values an upload passes between its steps: what the caller asked
-for (:class:`ImageMeta`) and what it produced (:class:`UploadResult`).
+for (:class:`ImageMeta`), what one upload is (:class:`Job`), the image it
+fills (:class:`Target`) and what it produced (:class:`UploadResult`).
 No I/O here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Mapping
 from typing import Any
 
-from volume_image.core import placement
+from volume_image.core import placement, stores
+from volume_image.pipeline.stream import ProgressCallback, Source
 
-__all__ = ["ImageMeta", "UploadResult"]
+__all__ = ["ImageMeta", "Job", "Target", "UploadResult"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,3 +79,48 @@ class UploadResult:
             self.colocation.as_dict() if self.colocation else None
         )
         return doc
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One :meth:`~volume_image.pipeline.uploader.Uploader.upload` call,
+    with where it goes decided (by the volume type, or by co-location)
+    before anything is created.
+
+    The image's :class:`ImageMeta` travels beside it: with a caller's
+    image and no meta, it is known only once that image has been read.
+    """
+
+    src: Source
+    #: a caller's ``queued`` image to fill; None: we create one
+    image_id: str | None
+    #: the volume's own format, for qemu-img
+    source_format: str
+    base_image_ref: str | None
+    #: the store named in the PUT; None: Glance's default
+    store: str | None
+    #: the store expected to hold the image; None: no multi-store
+    target: stores.StoreInfo | None
+    progress: ProgressCallback | None
+    cancel: threading.Event | None
+    #: when the call started (for the result's seconds)
+    t0: float
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the caller has cancelled the upload."""
+        return self.cancel is not None and self.cancel.is_set()
+
+
+@dataclasses.dataclass
+class Target:
+    """The image an upload is filling.
+
+    Mutable on purpose: when a stuck image of ours is replaced during
+    the send, the cleanup that follows a later failure must find the
+    new one, whatever raised.
+    """
+
+    image_id: str
+    created: bool
+    images: int = 1
