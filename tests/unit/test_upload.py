@@ -445,6 +445,24 @@ def test_a_callers_stuck_image_fails_without_promising_a_retry(
     assert not [r for r in glance_mock.request_history if r.method == "POST"]
 
 
+@pytest.mark.parametrize("delete_status", [204, 503])
+def test_a_bad_image_is_said_deleted_only_once_it_is(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+    delete_status: int,
+) -> None:
+    glance_mock.put(IMG + "/file", text=Recorder(204))
+    glance_mock.get(IMG, json={**active(), "size": 1})
+    glance_mock.delete(IMG, status_code=delete_status, text="busy")
+    with pytest.raises(errors.IntegrityError, match="size is 1") as info:
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    deleted = delete_status == 204
+    assert ("It has been deleted." in str(info.value)) is deleted
+    assert ("could not be deleted" in str(info.value)) is not deleted
+
+
 def test_unverifiable_upload_is_kept(
     glance_mock: requests_mock.Mocker,
     client: glance.GlanceClient,

@@ -118,8 +118,7 @@ class Colocator:
             raise errors.ColocationError(
                 f"image {image_id} did not reach every store of base image "
                 f"{base_ref} ({placed.summary()}): {reasons}. Strict "
-                "co-location ([volume_image] colocate_strict): it has been "
-                "deleted.",
+                "co-location ([volume_image] colocate_strict).",
                 image_id=image_id,
             )
         return placed
@@ -192,7 +191,7 @@ class Colocator:
                 raise errors.IntegrityError(
                     f"image {image_id} changed while it was copied: "
                     + "; ".join(changed)
-                    + ". It has been deleted.",
+                    + ".",
                     image_id=image_id,
                 )
         held = store_list(image.get("stores"))

@@ -90,8 +90,13 @@ class ImageOps:
                     return
             self.delete(image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
+            # said only now: the delete may fail (see below)
             if isinstance(exc, errors.UploadCancelled):
                 exc.hints.append(f"Image {image_id} was deleted.")
+            elif isinstance(
+                exc, (errors.IntegrityError, errors.ColocationError)
+            ):
+                exc.hints.append("It has been deleted.")
         except errors.VolumeImageError as cleanup_exc:
             hint = (
                 f"image {image_id} could not be deleted ({cleanup_exc}); it "

@@ -113,7 +113,7 @@ class Verifier:
             raise errors.IntegrityError(
                 f"image {image_id} does not match what was sent: "
                 + "; ".join(problems)
-                + ". It has been deleted.",
+                + ".",
                 image_id=image_id,
             )
         where = target.id if target else (landed[0] if landed else None)
@@ -138,9 +138,9 @@ class Verifier:
             algo, field, theirs = "md5", "checksum", image["checksum"]
         else:
             return "Glance reports neither os_hash_value nor checksum"
-        assert body.hash is not None
-        if body.hash.name == algo:
-            ours = body.hash.hexdigest()
+        streamed = body.hash
+        if streamed is not None and streamed.name == algo:
+            ours = streamed.hexdigest()
         else:
             # rare: learnt once per Glance, then streamed right
             LOG.warning(
@@ -148,7 +148,7 @@ class Verifier:
                 "source again to compare %s",
                 image_id,
                 algo,
-                body.hash.name,
+                streamed.name if streamed else "no digest",
                 field,
             )
             self.ops.learn_algo(algo)
