@@ -54,7 +54,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SPEC",
     "EXIT_UNVERIFIED",
-    "EXIT_UPLOAD",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -64,7 +63,6 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SPEC = 3
 EXIT_GLANCE = 4
-EXIT_UPLOAD = 5
 #: uploaded, but Glance could not be asked to verify it: kept unverified
 EXIT_UNVERIFIED = 6
 
