@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
@@ -73,6 +73,8 @@ PROG = "volume-image"
 UsageError = commands.UsageError
 
 _NO_CLOUD_CONFIG = object()
+
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser(
@@ -120,6 +122,16 @@ def build_parser(
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    _add_stores(sub)
+    _add_validate(sub)
+    _add_audit(sub)
+    _add_sweep(sub)
+    _add_upload(sub)
+    _add_check_glance_config(sub)
+    return parser
+
+
+def _add_stores(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "stores",
         help="list Glance's stores",
@@ -129,6 +141,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_stores)
 
+
+def _add_validate(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "validate",
         help="check a set of extra specs",
@@ -144,6 +158,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_validate)
 
+
+def _add_audit(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "audit",
         help="check every volume type against Glance's stores",
@@ -172,6 +188,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_audit)
 
+
+def _add_sweep(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "sweep",
         help="find (and delete) images that killed uploads left behind",
@@ -198,6 +216,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_upload(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "upload",
         help="upload a volume to a Glance image",
@@ -222,6 +242,21 @@ def build_parser(
         help="a volume-type extra spec; image_service:store_id names the "
         "store. Repeatable.",
     )
+    _add_image_options(p)
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    _add_format(p)
+    p.set_defaults(func=cmd_upload)
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
+    """``upload``'s options for the image: its formats, the image to
+    fill, co-location and properties.
+    """
     p.add_argument(
         "--disk-format",
         default="raw",
@@ -267,15 +302,9 @@ def build_parser(
         default=[],
         help="an image property. Repeatable.",
     )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
-    )
-    _add_format(p)
-    p.set_defaults(func=cmd_upload)
 
+
+def _add_check_glance_config(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "check-glance-config",
         help="check a Glance multi-store configuration",
@@ -303,7 +332,6 @@ def build_parser(
     )
     _add_format(p)
     p.set_defaults(func=cmd_check_glance_config)
-    return parser
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
