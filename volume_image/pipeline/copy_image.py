@@ -162,21 +162,7 @@ def copy_to_stores(
         answer = _ask(client, image_id, outcomes)
         if answer is None:
             break
-        # 202 (ours runs), 409 busy (another runs): wait until no import
-        # holds the image; 400 already present: judge at once
-        if _busy(answer) or answer.status == 202:
-            image = retry.poll(
-                read,
-                _import_over,
-                until=until,
-                every=_POLL_FIRST,
-                grow=1.5,
-                most=_POLL_MAX,
-                idle=idle,
-                clock=clock,
-            )
-        else:
-            image = read()
+        image = _image_after(answer, read, idle, until, clock)
         if _judged(client, image_id, image, answer, outcomes, timeout):
             break
     outcomes.settle(
@@ -187,6 +173,31 @@ def copy_to_stores(
     if not image:
         image = read()
     return outcomes.in_order(), image
+
+
+def _image_after(
+    answer: glance.CopyAnswer,
+    read: Callable[[], dict[str, Any]],
+    idle: Callable[[float], None],
+    until: float,
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    """The image once no import holds it after a 202 (ours runs) or a
+    409 busy (another runs), or by ``until``; at once after a 400
+    already present.
+    """
+    if not (_busy(answer) or answer.status == 202):
+        return read()
+    return retry.poll(
+        read,
+        _import_over,
+        until=until,
+        every=_POLL_FIRST,
+        grow=1.5,
+        most=_POLL_MAX,
+        idle=idle,
+        clock=clock,
+    )
 
 
 def _ask(
