@@ -83,6 +83,7 @@ PRIVATE_MODULES = {
     "volume_image.pipeline.copy_image",
     "volume_image.pipeline.glance_ops",
     "volume_image.pipeline.offload",
+    "volume_image.pipeline.prepare",
     "volume_image.pipeline.retry",
     "volume_image.pipeline.send",
     "volume_image.pipeline.slots",

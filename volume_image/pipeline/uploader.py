@@ -5,7 +5,7 @@
     resolve the store (spec, cached catalog) -> plan co-location (colocate)
     -> in one of the process's upload slots (slots):
        read a caller's image, or create ours (glance_ops)
-       -> convert/compress if asked (convert)
+       -> convert/compress as the formats ask (prepare, convert)
        -> PUT the metered stream, again from byte 0 after a retriable
           failure (send)
        -> verify what Glance reports (verify)
@@ -33,7 +33,7 @@ from volume_image import config, errors
 from volume_image.clients import glance
 from volume_image.core import deadline, placement, specs, stores
 from volume_image.core.validation import StoreCatalogCache, Validator
-from volume_image.pipeline import convert, retry, slots
+from volume_image.pipeline import convert, prepare, retry, slots
 from volume_image.pipeline.colocate import Colocator
 from volume_image.pipeline.glance_ops import TAGS, ImageOps
 from volume_image.pipeline.send import Sender
@@ -277,7 +277,9 @@ class Uploader:
             workdir = convert.make_workdir(self.settings.conversion_dir)
             try:
                 with deadline.paused():
-                    payload = self._prepare(job, meta, workdir)
+                    payload = prepare.payload(
+                        job, meta, workdir, self.settings.chunk_size
+                    )
                 return self._upload(job, meta, payload, steps)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -306,45 +308,6 @@ class Uploader:
         if meta is None:
             raise ValueError("meta is needed when no image_id is given")
         return meta
-
-    def _prepare(self, job: Job, meta: ImageMeta, workdir: Path) -> Source:
-        """Convert and compress as the formats ask; return what to send."""
-        src = payload = job.src
-        fmt = meta.disk_format
-        if fmt != job.source_format:
-            if fmt not in convert.CONVERTIBLE_FORMATS:
-                raise errors.ConversionError(
-                    f"cannot convert to disk_format {fmt!r}; supported: "
-                    f"{', '.join(convert.CONVERTIBLE_FORMATS)}"
-                )
-            if src.path is None:
-                raise errors.SourceError(
-                    "conversion needs a source path, not a file object"
-                )
-            payload = Source(
-                convert.convert(
-                    src.path,
-                    job.source_format,
-                    fmt,
-                    workdir,
-                    cancel=job.cancel,
-                )
-            )
-        if meta.container_format == "compressed":
-            if payload.path is None:
-                raise errors.SourceError(
-                    "compression needs a source path, not a file object"
-                )
-            payload = Source(
-                convert.compress(
-                    payload.path,
-                    payload.size,
-                    workdir,
-                    chunk_size=self.settings.chunk_size,
-                    cancel=job.cancel,
-                )
-            )
-        return payload
 
     def _upload(
         self, job: Job, meta: ImageMeta, payload: Source, steps: _Steps
