@@ -702,6 +702,38 @@ class _ProgressBar:
 
 def cmd_upload(ctx: Context) -> int:
     """``upload``: stream a volume to Glance and verify it."""
+    upload = _upload_call(ctx)
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = upload(cancel)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    # the upload runs in a thread; SIGINT and SIGTERM only ask it to
+    # cancel, and it cleans up (image, temporary files, qemu-img) itself
+    received: list[int] = []
+    worker = threading.Thread(target=work, name="volume-image-upload")
+    with _cancel_on_signals(cancel, received):
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    if received:
+        return _cancelled(ctx, received[0], outcome)
+    if "error" in outcome:
+        raise outcome["error"]
+    return _print_upload(ctx, outcome["result"])
+
+
+def _upload_call(
+    ctx: Context,
+) -> Callable[[threading.Event], UploadResult]:
+    """The upload the arguments ask for, to run with a cancel event.
+
+    :raises UsageError: neither --name nor --image-id.
+    """
     args = ctx.args
     if args.name is None and args.image_id is None:
         raise UsageError("give --name (or --image-id of a queued image)")
@@ -727,59 +759,51 @@ def cmd_upload(ctx: Context) -> int:
         copy_client = ctx.client.with_auth_from_conf(ctx.conf)
     uploader = Uploader(ctx.client, settings, copy_client=copy_client)
     uploader.remove_stale_workdirs()
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
 
-    def work() -> None:
-        try:
-            outcome["result"] = uploader.upload(
-                args.path,
-                meta,
-                extra_specs=extra,
-                store_id=args.store_id,
-                image_id=args.image_id,
-                source_format=args.source_format,
-                base_image_ref=args.base_image,
-                colocate=bool(args.base_image),
-                progress=_ProgressBar(ctx.err) if show else None,
-                cancel=cancel,
-            )
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    # the upload runs in a thread; SIGINT and SIGTERM only ask it to
-    # cancel, and it cleans up (image, temporary files, qemu-img) itself
-    received: list[int] = []
-    worker = threading.Thread(target=work, name="volume-image-upload")
-    with _cancel_on_signals(cancel, received):
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.2)
-    if received:
-        name = signal.Signals(received[0]).name
-        error = outcome.get("error")
-        detail = (
-            " ".join([error.message, *error.hints])
-            if isinstance(error, errors.VolumeImageError)
-            else "cancelled"
+    def upload(cancel: threading.Event) -> UploadResult:
+        return uploader.upload(
+            args.path,
+            meta,
+            extra_specs=extra,
+            store_id=args.store_id,
+            image_id=args.image_id,
+            source_format=args.source_format,
+            base_image_ref=args.base_image,
+            colocate=bool(args.base_image),
+            progress=_ProgressBar(ctx.err) if show else None,
+            cancel=cancel,
         )
-        if "result" in outcome:  # done before it could stop
-            detail = (
-                f"cancelled too late: image {outcome['result'].image_id} "
-                "is complete"
-            )
-        print(f"volume-image: {name}: {printable(detail)}", file=ctx.err)
-        # as shells report a command ended by a signal
-        return 128 + received[0]
-    if "error" in outcome:
-        raise outcome["error"]
-    result: UploadResult = outcome["result"]
+
+    return upload
+
+
+def _cancelled(ctx: Context, signum: int, outcome: dict[str, Any]) -> int:
+    """Say that a signal cancelled the upload, and how it ended."""
+    name = signal.Signals(signum).name
+    error = outcome.get("error")
+    detail = (
+        " ".join([error.message, *error.hints])
+        if isinstance(error, errors.VolumeImageError)
+        else "cancelled"
+    )
+    if "result" in outcome:  # done before it could stop
+        detail = (
+            f"cancelled too late: image {outcome['result'].image_id} "
+            "is complete"
+        )
+    print(f"volume-image: {name}: {printable(detail)}", file=ctx.err)
+    # as shells report a command ended by a signal
+    return 128 + signum
+
+
+def _print_upload(ctx: Context, result: UploadResult) -> int:
+    """Print what the upload produced; its exit code."""
     done = EXIT_OK if result.unverified_reason is None else EXIT_UNVERIFIED
     if result.unverified_reason is not None:
         print(
             f"volume-image: warning: {result.unverified_reason}", file=ctx.err
         )
-    if args.format == "json":
+    if ctx.args.format == "json":
         ctx.print_json({**result.as_dict(), "throughput": result.throughput})
         return done
     rows = [
