@@ -25,7 +25,7 @@ from volume_image import config, errors
 from volume_image.cli import main as cli
 from volume_image.clients import glance
 from volume_image.core import placement
-from volume_image.pipeline import colocate
+from volume_image.pipeline import copy_image
 from volume_image.pipeline import uploader as upload
 
 from .conftest import count_requests, make_client
@@ -269,7 +269,7 @@ def test_trap_target_already_holds_the_image(
 ) -> None:
     image_id = api.base(["fast"], os.urandom(MiB))
     client = recording(glance_server.url)
-    copies, image = colocate.copy_to_stores(
+    copies, image = copy_image.copy_to_stores(
         client, image_id, ["fast", "cheap"], timeout=60
     )
     # Glance refuses the whole request for the store it holds (400); the
@@ -293,7 +293,7 @@ def test_trap_copy_already_running(
     # someone else's copy holds the image's import lock
     assert api.copy(image_id, ["cheap"]) == 202
     client = recording(glance_server.url)
-    copies, image = colocate.copy_to_stores(
+    copies, image = copy_image.copy_to_stores(
         client, image_id, ["cheap"], timeout=120
     )
     assert client.answers[0][1:] == (409, "Image has active task")
@@ -314,7 +314,7 @@ def test_trap_readonly_and_reserved_targets_fail_when_asked(
     """
     image_id = api.base(["fast"], os.urandom(MiB))
     client = recording(glance_server.url)
-    copies, image = colocate.copy_to_stores(
+    copies, image = copy_image.copy_to_stores(
         client, image_id, ["web", "os_glance_staging_store"], timeout=60
     )
     assert client.answers[0][1] == 202
@@ -377,7 +377,7 @@ def test_trap_stale_staging_file(
     # the orphan that makes every retry fail ("Duplicate")
     orphan = glance_server.store_dir("cheap") / image_id
     assert orphan.exists() and md5(orphan) != md5(volume)
-    again, _ = colocate.copy_to_stores(
+    again, _ = copy_image.copy_to_stores(
         make_client(glance_server.url), image_id, ["cheap"], timeout=60
     )
     assert again[0].status == placement.FAILED
@@ -385,7 +385,7 @@ def test_trap_stale_staging_file(
     # what an operator does by hand; then the copy works
     orphan.unlink()
     staged.unlink(missing_ok=True)
-    fixed, image = colocate.copy_to_stores(
+    fixed, image = copy_image.copy_to_stores(
         make_client(glance_server.url), image_id, ["cheap"], timeout=60
     )
     assert fixed[0].status == placement.COPIED

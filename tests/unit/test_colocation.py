@@ -15,7 +15,7 @@ from volume_image import config, errors
 from volume_image.cli import main as cli
 from volume_image.clients import glance
 from volume_image.core import placement, stores
-from volume_image.pipeline import colocate
+from volume_image.pipeline import copy_image
 from volume_image.pipeline import uploader as upload
 
 from .conftest import URL
@@ -210,7 +210,7 @@ def copy(
     client: glance.GlanceClient, targets: list[str], timeout: float = 60
 ) -> list[placement.StoreCopy]:
     clock = Clock()
-    copies, _ = colocate.copy_to_stores(
+    copies, _ = copy_image.copy_to_stores(
         client, "i1", targets, timeout=timeout, clock=clock, sleep=clock.sleep
     )
     return copies

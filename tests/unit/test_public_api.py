@@ -80,9 +80,17 @@ PRIVATE_MODULES = {
     "volume_image.pipeline",
     "volume_image.pipeline.colocate",
     "volume_image.pipeline.convert",
+    "volume_image.pipeline.copy_image",
+    "volume_image.pipeline.glance_ops",
     "volume_image.pipeline.offload",
+    "volume_image.pipeline.prepare",
+    "volume_image.pipeline.retry",
+    "volume_image.pipeline.send",
+    "volume_image.pipeline.slots",
     "volume_image.pipeline.stream",
+    "volume_image.pipeline.types",
     "volume_image.pipeline.uploader",
+    "volume_image.pipeline.verify",
 }
 
 

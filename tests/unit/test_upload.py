@@ -18,7 +18,13 @@ from keystoneauth1 import adapter, plugin, session
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.pipeline import convert
+from volume_image.pipeline import (
+    convert,
+    glance_ops,
+    retry,
+    send,
+    slots,
+)
 from volume_image.pipeline import stream as _stream
 from volume_image.pipeline import uploader as upload
 
@@ -325,7 +331,7 @@ def test_base_image_ref_is_sent(
 @pytest.fixture(autouse=True)
 def _forget_learnt_algorithms() -> Iterator[None]:
     yield
-    upload._GLANCE_ALGO.clear()
+    glance_ops._GLANCE_ALGO.clear()
 
 
 def test_one_digest_streamed_and_none_without_verification(
@@ -385,9 +391,9 @@ def test_another_glance_algorithm_is_verified_and_learnt(
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """No real waiting between tries."""
-    monkeypatch.setattr(upload, "_QUEUED_WAIT", 0.2)
-    monkeypatch.setattr(upload, "_IDEMPOTENT_DELAYS", (0, 0, None))
-    monkeypatch.setattr(upload, "_pause", lambda *a: None)
+    monkeypatch.setattr(send, "_QUEUED_WAIT", 0.2)
+    monkeypatch.setattr(retry, "_IDEMPOTENT_DELAYS", (0, 0, None))
+    monkeypatch.setattr(retry, "pause", lambda *a: None)
 
 
 def test_our_stuck_image_is_replaced_by_a_new_one(
@@ -437,6 +443,24 @@ def test_a_callers_stuck_image_fails_without_promising_a_retry(
         make(client).upload(vol, image_id="i1")
     assert "attempt 2" not in caplog.text
     assert not [r for r in glance_mock.request_history if r.method == "POST"]
+
+
+@pytest.mark.parametrize("delete_status", [204, 503])
+def test_a_bad_image_is_said_deleted_only_once_it_is(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    quick: None,
+    delete_status: int,
+) -> None:
+    glance_mock.put(IMG + "/file", text=Recorder(204))
+    glance_mock.get(IMG, json={**active(), "size": 1})
+    glance_mock.delete(IMG, status_code=delete_status, text="busy")
+    with pytest.raises(errors.IntegrityError, match="size is 1") as info:
+        make(client).upload(vol, upload.ImageMeta("x"), store_id="cheap")
+    deleted = delete_status == 204
+    assert ("It has been deleted." in str(info.value)) is deleted
+    assert ("could not be deleted" in str(info.value)) is not deleted
 
 
 def test_unverifiable_upload_is_kept(
@@ -538,11 +562,11 @@ def test_one_cap_on_concurrent_uploads_per_process() -> None:
     entered = threading.Event()
 
     def second() -> None:
-        with upload._SLOTS.held():
+        with slots.SLOTS.held():
             entered.set()
 
     try:
-        with upload._SLOTS.held():
+        with slots.SLOTS.held():
             waiter = threading.Thread(target=second)
             waiter.start()
             # one slot in the process, whichever uploader holds it
@@ -560,7 +584,7 @@ def test_a_retry_waits_as_long_as_glance_asks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(upload, "_pause", lambda s, c: waits.append(s))
+    monkeypatch.setattr(retry, "pause", lambda s, c: waits.append(s))
 
     def busy_then_ok(request, context):  # type: ignore[no-untyped-def]
         b"".join(request.body)

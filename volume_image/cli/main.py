@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
@@ -54,7 +54,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SPEC",
     "EXIT_UNVERIFIED",
-    "EXIT_UPLOAD",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -64,7 +63,6 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SPEC = 3
 EXIT_GLANCE = 4
-EXIT_UPLOAD = 5
 #: uploaded, but Glance could not be asked to verify it: kept unverified
 EXIT_UNVERIFIED = 6
 
@@ -75,6 +73,8 @@ PROG = "volume-image"
 UsageError = commands.UsageError
 
 _NO_CLOUD_CONFIG = object()
+
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser(
@@ -122,6 +122,16 @@ def build_parser(
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    _add_stores(sub)
+    _add_validate(sub)
+    _add_audit(sub)
+    _add_sweep(sub)
+    _add_upload(sub)
+    _add_check_glance_config(sub)
+    return parser
+
+
+def _add_stores(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "stores",
         help="list Glance's stores",
@@ -131,6 +141,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_stores)
 
+
+def _add_validate(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "validate",
         help="check a set of extra specs",
@@ -146,6 +158,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_validate)
 
+
+def _add_audit(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "audit",
         help="check every volume type against Glance's stores",
@@ -174,6 +188,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_audit)
 
+
+def _add_sweep(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "sweep",
         help="find (and delete) images that killed uploads left behind",
@@ -200,6 +216,8 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_upload(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "upload",
         help="upload a volume to a Glance image",
@@ -224,6 +242,21 @@ def build_parser(
         help="a volume-type extra spec; image_service:store_id names the "
         "store. Repeatable.",
     )
+    _add_image_options(p)
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    _add_format(p)
+    p.set_defaults(func=cmd_upload)
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
+    """``upload``'s options for the image: its formats, the image to
+    fill, co-location and properties.
+    """
     p.add_argument(
         "--disk-format",
         default="raw",
@@ -269,15 +302,9 @@ def build_parser(
         default=[],
         help="an image property. Repeatable.",
     )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
-    )
-    _add_format(p)
-    p.set_defaults(func=cmd_upload)
 
+
+def _add_check_glance_config(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "check-glance-config",
         help="check a Glance multi-store configuration",
@@ -305,7 +332,6 @@ def build_parser(
     )
     _add_format(p)
     p.set_defaults(func=cmd_check_glance_config)
-    return parser
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -676,6 +702,38 @@ class _ProgressBar:
 
 def cmd_upload(ctx: Context) -> int:
     """``upload``: stream a volume to Glance and verify it."""
+    upload = _upload_call(ctx)
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = upload(cancel)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    # the upload runs in a thread; SIGINT and SIGTERM only ask it to
+    # cancel, and it cleans up (image, temporary files, qemu-img) itself
+    received: list[int] = []
+    worker = threading.Thread(target=work, name="volume-image-upload")
+    with _cancel_on_signals(cancel, received):
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    if received:
+        return _cancelled(ctx, received[0], outcome)
+    if "error" in outcome:
+        raise outcome["error"]
+    return _print_upload(ctx, outcome["result"])
+
+
+def _upload_call(
+    ctx: Context,
+) -> Callable[[threading.Event], UploadResult]:
+    """The upload the arguments ask for, to run with a cancel event.
+
+    :raises UsageError: neither --name nor --image-id.
+    """
     args = ctx.args
     if args.name is None and args.image_id is None:
         raise UsageError("give --name (or --image-id of a queued image)")
@@ -701,59 +759,51 @@ def cmd_upload(ctx: Context) -> int:
         copy_client = ctx.client.with_auth_from_conf(ctx.conf)
     uploader = Uploader(ctx.client, settings, copy_client=copy_client)
     uploader.remove_stale_workdirs()
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
 
-    def work() -> None:
-        try:
-            outcome["result"] = uploader.upload(
-                args.path,
-                meta,
-                extra_specs=extra,
-                store_id=args.store_id,
-                image_id=args.image_id,
-                source_format=args.source_format,
-                base_image_ref=args.base_image,
-                colocate=bool(args.base_image),
-                progress=_ProgressBar(ctx.err) if show else None,
-                cancel=cancel,
-            )
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    # the upload runs in a thread; SIGINT and SIGTERM only ask it to
-    # cancel, and it cleans up (image, temporary files, qemu-img) itself
-    received: list[int] = []
-    worker = threading.Thread(target=work, name="volume-image-upload")
-    with _cancel_on_signals(cancel, received):
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.2)
-    if received:
-        name = signal.Signals(received[0]).name
-        error = outcome.get("error")
-        detail = (
-            " ".join([error.message, *error.hints])
-            if isinstance(error, errors.VolumeImageError)
-            else "cancelled"
+    def upload(cancel: threading.Event) -> UploadResult:
+        return uploader.upload(
+            args.path,
+            meta,
+            extra_specs=extra,
+            store_id=args.store_id,
+            image_id=args.image_id,
+            source_format=args.source_format,
+            base_image_ref=args.base_image,
+            colocate=bool(args.base_image),
+            progress=_ProgressBar(ctx.err) if show else None,
+            cancel=cancel,
         )
-        if "result" in outcome:  # done before it could stop
-            detail = (
-                f"cancelled too late: image {outcome['result'].image_id} "
-                "is complete"
-            )
-        print(f"volume-image: {name}: {printable(detail)}", file=ctx.err)
-        # as shells report a command ended by a signal
-        return 128 + received[0]
-    if "error" in outcome:
-        raise outcome["error"]
-    result: UploadResult = outcome["result"]
+
+    return upload
+
+
+def _cancelled(ctx: Context, signum: int, outcome: dict[str, Any]) -> int:
+    """Say that a signal cancelled the upload, and how it ended."""
+    name = signal.Signals(signum).name
+    error = outcome.get("error")
+    detail = (
+        " ".join([error.message, *error.hints])
+        if isinstance(error, errors.VolumeImageError)
+        else "cancelled"
+    )
+    if "result" in outcome:  # done before it could stop
+        detail = (
+            f"cancelled too late: image {outcome['result'].image_id} "
+            "is complete"
+        )
+    print(f"volume-image: {name}: {printable(detail)}", file=ctx.err)
+    # as shells report a command ended by a signal
+    return 128 + signum
+
+
+def _print_upload(ctx: Context, result: UploadResult) -> int:
+    """Print what the upload produced; its exit code."""
     done = EXIT_OK if result.unverified_reason is None else EXIT_UNVERIFIED
     if result.unverified_reason is not None:
         print(
             f"volume-image: warning: {result.unverified_reason}", file=ctx.err
         )
-    if args.format == "json":
+    if ctx.args.format == "json":
         ctx.print_json({**result.as_dict(), "throughput": result.throughput})
         return done
     rows = [

@@ -134,7 +134,6 @@ def send(
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
-_NOT_SENT = (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)
 
 
 def _not_sent(exc: BaseException) -> bool:

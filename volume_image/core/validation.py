@@ -152,15 +152,14 @@ class Validator:
         :raises SpecError: a rule failed.
         :raises GlanceError: Glance cannot be asked.
         """
-        stores.check_store_id_syntax(store_id, key)
+        checked = stores.check_store_id_syntax(store_id, key)
         try:
             return stores.check_store_id(store_id, self.cache.get(), key)
         except errors.UnknownStore:
             age = self.cache.age()
             if age is not None and age < self.refresh_after:
                 raise
-        assert isinstance(store_id, str)  # the syntax check said so
-        fresh = self.ask_again(store_id)
+        fresh = self.ask_again(checked)
         return stores.check_store_id(store_id, fresh, key)
 
     def ask_again(self, store_id: str | None) -> stores.StoreCatalog:

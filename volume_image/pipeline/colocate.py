@@ -1,6 +1,8 @@
-"""Co-location, the shell: ask Glance to copy an image to the stores
-that :mod:`volume_image.core.placement` chose, poll the image, and judge
-each target from its record.
+"""Co-location, the upload's step: read the base image for
+:mod:`volume_image.core.placement`'s plan, have the uploaded image copied
+to the other stores it chose (:mod:`volume_image.pipeline.copy_image`),
+and confirm each copy from what Glance reports afterwards
+(:class:`Colocator`).
 """
 
 from __future__ import annotations
@@ -9,223 +11,193 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from volume_image import errors
+from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.core import deadline
-from volume_image.core.placement import (
-    COPIED,
-    FAILED,
-    NOT_PERMITTED,
-    UNFINISHED,
-    StoreCopy,
-    judge,
-    store_list,
-)
+from volume_image.core import placement, stores
+from volume_image.core.placement import COPIED, FAILED, StoreCopy, store_list
+from volume_image.pipeline.copy_image import copy_to_stores
+from volume_image.pipeline.glance_ops import ImageOps
+from volume_image.pipeline.types import UploadResult
 
-__all__ = ["copy_to_stores"]
+__all__ = ["Colocator"]
 
 LOG = logging.getLogger(__name__)
 
-# what Glance 33 answers when another import of the image holds its lock
-_BUSY = ("active task", "still in progress")
-_ALREADY = "already present at store"
-# requests of one copy (a 400 or 409 is followed by a new request)
-_MAX_REQUESTS = 5
-_POLL_FIRST = 0.2
-_POLL_MAX = 2.0
-# a hash mismatch leaves the target file behind; a retry says Duplicate
-_STALE_HINTS = ("os_hash_value", "duplicate")
 
+class Colocator:
+    """Co-locates an upload with its base image.
 
-def _explain(reason: str, task_message: str, store: str, image_id: str) -> str:
-    """A failed store's reason, with the task's message as an explanation
-    and the remedy for a stale file, which Glance's API never names.
+    :param ops: the image operations, with the upload's credentials.
+    :param copy_client: the client for ``copy-image`` requests
+        (credentials of ``[volume_image_copy]``).
+    :param settings: the ``[volume_image]`` settings.
     """
-    text = reason
-    if task_message:
-        # with all_stores_must_succeed false the task says "Copied N MiB"
-        # whatever became of the stores: quoted, never believed
-        text += f"; the copy task said {task_message!r}"
-    if any(h in task_message.lower() for h in _STALE_HINTS):
-        text += ". This is the stale-file trap"
-    return text + (
-        f". Glance's log for image {image_id} has the cause. If it says "
-        "'Duplicate' or 'os_hash_value ... different', a stale file "
-        f"blocks the copy: an earlier failed copy left {image_id} in store "
-        f"{store}'s directory, or a same-size file staging/{image_id} was "
-        "reused without being checked; every retry fails until an "
-        "operator deletes both on the Glance host"
-    )
 
+    def __init__(
+        self,
+        ops: ImageOps,
+        copy_client: glance.GlanceClient,
+        settings: config.Settings,
+    ) -> None:
+        self.ops = ops
+        self.copy_client = copy_client
+        self.settings = settings
 
-def copy_to_stores(
-    client: glance.GlanceClient,
-    image_id: str,
-    targets: Sequence[str],
-    *,
-    timeout: float,
-    cancel: threading.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[list[StoreCopy], dict[str, Any]]:
-    """Copy an active image to ``targets`` with Glance's ``copy-image``
-    import and wait, at most ``timeout`` seconds, for the outcome.
-
-    A target that already holds the image (400) counts as copied; a copy
-    already running (409 "Image has active task") is waited for and the
-    targets are judged again, and asked for once more if still missing.
-
-    :param client: the client with the copy credentials.
-    :returns: each target's outcome (in ``targets`` order), and the last
-        image record read.
-    :raises UploadCancelled: ``cancel`` was set while waiting.
-    :raises GlanceError: Glance could not be asked.
-    """
-    until = clock() + timeout
-    done: dict[str, StoreCopy] = {}
-    remaining = list(targets)
-    image: dict[str, Any] = {}
-
-    def settle(status: str, why: str) -> None:
-        """Every target still open ends as ``status``."""
-        for store in remaining:
-            done[store] = StoreCopy(store, status, why)
-        remaining.clear()
-
-    for _ in range(_MAX_REQUESTS):
-        if not remaining:
-            break
-        answer = client.request_copy(image_id, remaining)
-        LOG.info(
-            "image %s: copy-image to %s answered %d %s",
-            image_id,
-            ",".join(remaining),
-            answer.status,
-            answer.message,
-        )
-        if answer.status in (403, 404):
-            settle(
-                NOT_PERMITTED,
-                f"the copy credentials may not copy this image "
-                f"({answer.status}: {answer.message})",
+    def plan(
+        self,
+        catalog: stores.StoreCatalog,
+        base_ref: str,
+        explicit: str | None,
+    ) -> placement.Plan:
+        """Where an upload co-located with ``base_ref`` goes: the base
+        image is read with the upload's credentials.
+        """
+        if explicit is not None:
+            return placement.plan_targets(
+                base_ref, None, catalog, explicit_store=explicit
             )
-            break
-        message = answer.message.lower()
-        busy = answer.status == 409 and any(b in message for b in _BUSY)
-        if (answer.status == 400 and _ALREADY not in message) or (
-            answer.status == 409 and not busy
-        ):
-            settle(FAILED, f"Glance refused: {answer.message}")
-            break
-        # 202 (ours runs), 409 busy (another runs): wait until no import
-        # holds the image; 400 already present: judge at once
-        image = _wait(
-            client,
-            image_id,
-            until,
-            cancel,
-            clock,
-            sleep,
-            wait=busy or (answer.status == 202),
-        )
-        verdict = judge(image, remaining)
-        if verdict is None:
-            held = store_list(image.get("stores"))
-            for store in [s for s in remaining if s in held]:
-                done[store] = StoreCopy(store, COPIED)
-            remaining[:] = [s for s in remaining if s not in held]
-            settle(
-                UNFINISHED,
-                f"still copying after {timeout:g} s ([volume_image] "
-                "colocate_timeout); Glance may finish it later",
-            )
-            break
-        copied = [s for s, v in verdict.items() if v.status == COPIED]
-        for store in copied:
-            done[store] = verdict[store]
-        if answer.status == 202:
-            task = _task_message(client, image_id)
-            for store, v in verdict.items():
-                if v.status != COPIED:
-                    done[store] = dataclasses.replace(
-                        v, reason=_explain(v.reason, task, store, image_id)
-                    )
-            remaining.clear()
-            break
-        if answer.status == 400 and not copied:
-            # "already present" but not listed: the catalog raced
-            settle(FAILED, f"Glance refused: {answer.message}")
-            break
-        # someone else's copy ended, or some targets were there already:
-        # ask again for the rest
-        remaining[:] = [s for s in remaining if s not in copied]
-    settle(
-        FAILED,
-        f"Glance kept refusing after {_MAX_REQUESTS} requests "
-        "(another import kept the image busy)",
-    )
-    if not image:
-        image = _read(client, image_id, sleep)
-    return [done[s] for s in targets], image
-
-
-def _read(
-    client: glance.GlanceClient,
-    image_id: str,
-    sleep: Callable[[float], None],
-) -> dict[str, Any]:
-    """GET the image, riding out a brief outage (refused, 5xx): a poll
-    that fails once must not end the copies' judgement.
-    """
-    for delay in (0.5, 1.0, 2.0, None):
+        base: dict[str, Any] | None = None
+        why = ""
         try:
-            return client.get_image(image_id)
-        except errors.GlanceUnavailable as exc:
-            if delay is None or exc.timed_out:
+            base = self.ops.get(base_ref)
+        except errors.GlanceAuthError as exc:
+            why = f"is not visible ({exc.status_code})"
+        except errors.GlanceRequestError as exc:
+            if exc.status_code not in (400, 404):
                 raise
-            sleep(delay)
-    raise AssertionError("unreachable")
+            why = "was not found (or is not visible to the uploader)"
+        plan = placement.plan_targets(
+            base_ref, base, catalog, unknown_reason=why
+        )
+        LOG.info("co-location with image %s: %s", base_ref, plan.reason)
+        return plan
 
+    def place(
+        self,
+        result: UploadResult,
+        plan: placement.Plan,
+        base_ref: str,
+        cancel: threading.Event | None,
+    ) -> placement.Colocation:
+        """Copy the uploaded image to the plan's other stores, judge and
+        verify each from what Glance reports.
 
-def _wait(
-    client: glance.GlanceClient,
-    image_id: str,
-    until: float,
-    cancel: threading.Event | None,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    *,
-    wait: bool,
-) -> dict[str, Any]:
-    """Read the image until no import holds it or the deadline passes."""
-    delay = _POLL_FIRST
-    while True:
-        image = _read(client, image_id, sleep)
-        if not wait or not image.get("os_glance_import_task"):
-            return image
-        if clock() + delay > until:
-            return image
-        # waiting for Glance's copy is bounded by colocate_timeout, not by
-        # the budget of the requests (see volume_image.core.deadline)
-        with deadline.paused():
-            if cancel is not None and cancel.wait(delay):
-                raise errors.UploadCancelled("upload cancelled")
-            if cancel is None:
-                sleep(delay)
-        delay = min(delay * 1.5, _POLL_MAX)
+        :raises IntegrityError: the image's size or digests changed.
+        :raises ColocationError: strict mode and a store was not copied.
+        """
+        t0 = time.monotonic()
+        if not plan.copy_to:
+            return placement.Colocation(
+                base_image=base_ref,
+                uploaded_to=result.store,
+                reason=plan.reason,
+                skipped=plan.skipped,
+            )
+        image_id = result.image_id
+        before = self._before(result)
+        copies = self._copy(image_id, plan.copy_to, cancel)
+        copies = self._confirm(image_id, before, copies)
+        placed = placement.Colocation(
+            base_image=base_ref,
+            uploaded_to=result.store,
+            reason=plan.reason,
+            copies=tuple(copies),
+            skipped=plan.skipped,
+            seconds=time.monotonic() - t0,
+        )
+        LOG.info("image %s: %s", image_id, placed.summary())
+        if self.settings.colocate_strict and not placed.complete:
+            reasons = "; ".join(
+                f"{c.store}: {c.status} ({c.reason})"
+                for c in copies
+                if c.status != COPIED
+            )
+            raise errors.ColocationError(
+                f"image {image_id} did not reach every store of base image "
+                f"{base_ref} ({placed.summary()}): {reasons}. Strict "
+                "co-location ([volume_image] colocate_strict).",
+                image_id=image_id,
+            )
+        return placed
 
+    def _before(self, result: UploadResult) -> dict[str, Any]:
+        """What the copies must not change: the verified upload's size
+        and digests, or Glance's record of an unverified one.
+        """
+        if not result.verified:
+            return self.ops.get(result.image_id)
+        return {
+            "size": result.size,
+            "checksum": result.checksum,
+            "os_hash_algo": result.os_hash_algo,
+            "os_hash_value": result.os_hash_value,
+        }
 
-def _task_message(client: glance.GlanceClient, image_id: str) -> str:
-    """The newest import task's message, or empty: an explanation only."""
-    try:
-        tasks = client.image_tasks(image_id)
-    except errors.GlanceError as exc:
-        LOG.debug("image %s: tasks not readable: %s", image_id, exc)
-        return ""
-    if not tasks:
-        return ""
-    newest = max(tasks, key=lambda t: str(t.get("created_at") or ""))
-    return str(newest.get("message") or "")
+    def _copy(
+        self,
+        image_id: str,
+        targets: Sequence[str],
+        cancel: threading.Event | None,
+    ) -> list[StoreCopy]:
+        """Each target's outcome as the copies report it."""
+        try:
+            copies, _ = copy_to_stores(
+                self.copy_client,
+                image_id,
+                targets,
+                timeout=self.settings.colocate_timeout,
+                cancel=cancel,
+            )
+        except errors.GlanceError as exc:
+            # the upload is done and verified: a copy phase Glance could
+            # not finish is a store not copied, a failure only when strict
+            if self.settings.colocate_strict:
+                raise
+            LOG.warning(
+                "image %s: the copies could not be finished: %s",
+                image_id,
+                exc.details(),
+            )
+            return [
+                StoreCopy(store, FAILED, f"Glance could not be asked: {exc}")
+                for store in targets
+            ]
+        return copies
+
+    def _confirm(
+        self,
+        image_id: str,
+        before: dict[str, Any],
+        copies: list[StoreCopy],
+    ) -> list[StoreCopy]:
+        """The copies as Glance reports them afterwards: the image is the
+        same one (copy-image hashes what it writes and fails on a
+        mismatch) and lists each copied store.
+
+        :raises IntegrityError: the image's size or digests changed.
+        """
+        try:
+            image = self.ops.get(image_id)
+        except errors.GlanceError:
+            if self.settings.colocate_strict:
+                raise
+            image = {}
+        if image:
+            changed = placement.unchanged(before, image)
+            if changed:
+                raise errors.IntegrityError(
+                    f"image {image_id} changed while it was copied: "
+                    + "; ".join(changed)
+                    + ".",
+                    image_id=image_id,
+                )
+        held = store_list(image.get("stores"))
+        return [
+            dataclasses.replace(c, status=COPIED, reason="", verified=True)
+            if c.store in held
+            else c
+            for c in copies
+        ]

@@ -29,6 +29,25 @@ __all__ = [
 ProgressCallback = Callable[[int, int], None]
 
 
+def _path_size(path: Path) -> int:
+    """The size of a volume file or block device."""
+    try:
+        st = path.stat()
+        if stat.S_ISBLK(st.st_mode):
+            # a block device's st_size is 0: ask the device
+            with open(path, "rb") as dev:
+                return dev.seek(0, os.SEEK_END)
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.SourceError(
+                f"{path} is neither a file nor a block device"
+            )
+        return st.st_size
+    except OSError as exc:
+        raise errors.SourceError(
+            f"cannot read volume {path}: {exc.strerror}"
+        ) from exc
+
+
 class Source:
     """A volume to read: a path (file or block device), or an open binary
     file with a known size.
@@ -53,26 +72,8 @@ class Source:
                 raise ValueError("a file object needs its size")
             self.size = size
             self._opened = False
-        else:
-            self.size = self._path_size() if size is None else size
-
-    def _path_size(self) -> int:
-        assert self.path is not None
-        try:
-            st = self.path.stat()
-            if stat.S_ISBLK(st.st_mode):
-                # a block device's st_size is 0: ask the device
-                with open(self.path, "rb") as dev:
-                    return dev.seek(0, os.SEEK_END)
-            if not stat.S_ISREG(st.st_mode):
-                raise errors.SourceError(
-                    f"{self.path} is neither a file nor a block device"
-                )
-            return st.st_size
-        except OSError as exc:
-            raise errors.SourceError(
-                f"cannot read volume {self.path}: {exc.strerror}"
-            ) from exc
+        elif path is not None:
+            self.size = _path_size(Path(path)) if size is None else size
 
     @property
     def retriable(self) -> bool:
@@ -97,7 +98,8 @@ class Source:
             self._opened = True
             yield self._fileobj
             return
-        assert self.path is not None
+        if self.path is None:
+            raise ValueError("a Source has a path or a file object")
         try:
             f = open(self.path, "rb")
         except OSError as exc:
