@@ -40,6 +40,7 @@ __all__ = [
     "loader_defaults",
     "register_adapter_opts",
     "register_opts",
+    "set_by_operator",
 ]
 
 GROUP = "volume_image"
@@ -128,9 +129,36 @@ _opts = [
     cfg.StrOpt(
         "conversion_dir",
         help="Directory for the temporary file of a qemu-img conversion "
-        "or compression. Defaults to the system temporary directory. It "
+        "or compression. Defaults to the system temporary directory; "
+        "inside cinder-volume, to Cinder's image_conversion_dir. It "
         "must be local to the host: work directories left by a process "
         "that is gone are removed when an uploader starts.",
+    ),
+    cfg.BoolOpt(
+        "compress_on_upload",
+        default=True,
+        help="Compress the clusters of a qcow2 image made by conversion "
+        "(qemu-img convert -c), as Cinder's image_compress_on_upload "
+        "does: a far smaller image for a little more CPU. Inside "
+        "cinder-volume, Cinder's image_compress_on_upload decides unless "
+        "this option is set.",
+    ),
+    cfg.IntOpt(
+        "introspection_cpu_limit",
+        default=60,
+        min=1,
+        help="CPU seconds 'qemu-img info' may use on a source or a "
+        "converted image, as Cinder's image_introspection_cpu_limit: a "
+        "crafted header must not make it spin. Inside cinder-volume, "
+        "Cinder's option decides unless this one is set.",
+    ),
+    cfg.IntOpt(
+        "introspection_address_space_limit",
+        default=1,
+        min=1,
+        help="GiB of address space 'qemu-img info' may use, as Cinder's "
+        "image_introspection_address_space_limit. Inside cinder-volume, "
+        "Cinder's option decides unless this one is set.",
     ),
     cfg.IntOpt(
         "max_concurrent_uploads",
@@ -405,6 +433,9 @@ class Settings:
     conversion_dir: str = dataclasses.field(
         default_factory=tempfile.gettempdir
     )
+    compress_on_upload: bool = True
+    introspection_cpu_limit: int = 60
+    introspection_address_space_limit: int = 1
     max_concurrent_uploads: int = 4
     max_response_bytes: int = 16 * 1024 * 1024
     answer_deadline: float = 120.0
@@ -427,3 +458,27 @@ class Settings:
         if values["conversion_dir"] is None:
             values["conversion_dir"] = tempfile.gettempdir()
         return cls(**values)
+
+    @property
+    def qemu_img_limits(self) -> dict[str, int]:
+        """The process limits of ``qemu-img info`` (oslo.concurrency's
+        ``ProcessLimits`` arguments).
+        """
+        return {
+            "cpu_time": self.introspection_cpu_limit,
+            "address_space": self.introspection_address_space_limit * 1024**3,
+        }
+
+
+def set_by_operator(
+    conf: cfg.ConfigOpts, name: str, group: str = GROUP
+) -> bool:
+    """Whether option ``name`` of ``group`` was set in a file, on the
+    command line or in the environment, not left at its default: where
+    a host has an option of its own for the same thing, ours then wins.
+    """
+    where = conf.get_location(name, group)
+    return where is not None and where.location not in (
+        cfg.Locations.opt_default,
+        cfg.Locations.set_default,
+    )

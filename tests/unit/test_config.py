@@ -20,9 +20,12 @@ OUR_OPTS = [
     "colocate_strict",
     "colocate_timeout",
     "colocate_with_base_image",
+    "compress_on_upload",
     "conversion_dir",
     "fail_open",
     "hash_algo",
+    "introspection_address_space_limit",
+    "introspection_cpu_limit",
     "max_concurrent_uploads",
     "max_response_bytes",
     "operation_deadline",
@@ -160,3 +163,18 @@ def test_register_opts_on_a_host_that_owns_glance(host_first: bool) -> None:
     assert conf.volume_image.verify_upload is True
     # the host's option object is the one registered
     assert conf._groups["glance"]._opts["region_name"]["opt"] is host_opt
+
+
+def test_set_by_operator_and_the_limits(tmp_path: Path) -> None:
+    f = tmp_path / "v.conf"
+    f.write_text("[volume_image]\nintrospection_cpu_limit = 9\n")
+    conf = config.load([str(f)])
+    assert config.set_by_operator(conf, "introspection_cpu_limit")
+    assert not config.set_by_operator(conf, "compress_on_upload")
+    assert not config.set_by_operator(conf, "conversion_dir")
+    settings = config.Settings.from_conf(conf)
+    assert settings.compress_on_upload is True
+    assert settings.qemu_img_limits == {
+        "cpu_time": 9,
+        "address_space": 1024**3,
+    }

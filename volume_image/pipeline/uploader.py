@@ -630,7 +630,13 @@ class Uploader:
                 )
             payload = Source(
                 convert.convert(
-                    src.path, source_format, fmt, workdir, cancel=cancel
+                    src.path,
+                    source_format,
+                    fmt,
+                    workdir,
+                    cancel=cancel,
+                    compress=self.settings.compress_on_upload,
+                    limits=self.settings.qemu_img_limits,
                 )
             )
         if meta.container_format == "compressed":
