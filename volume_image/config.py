@@ -37,7 +37,10 @@ __all__ = [
     "Settings",
     "list_opts",
     "load",
+    "loader_defaults",
+    "register_adapter_opts",
     "register_opts",
+    "set_by_operator",
 ]
 
 GROUP = "volume_image"
@@ -47,7 +50,8 @@ COPY_GROUP = "volume_image_copy"
 DEFAULT_COLOCATE_TIMEOUT = 1800.0
 
 # A request to Glance must not hang a worker for glanceclient's 600 s, or
-# forever (keystoneauth's default): these replace keystoneauth's defaults.
+# forever (keystoneauth's default): our loaders pass these where the
+# options are unset (never as the options' defaults: see register_opts).
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_RETRIES = 3
 _GLANCE_DEFAULTS: dict[str, Any] = {
@@ -125,9 +129,36 @@ _opts = [
     cfg.StrOpt(
         "conversion_dir",
         help="Directory for the temporary file of a qemu-img conversion "
-        "or compression. Defaults to the system temporary directory. It "
+        "or compression. Defaults to the system temporary directory; "
+        "inside cinder-volume, to Cinder's image_conversion_dir. It "
         "must be local to the host: work directories left by a process "
         "that is gone are removed when an uploader starts.",
+    ),
+    cfg.BoolOpt(
+        "compress_on_upload",
+        default=True,
+        help="Compress the clusters of a qcow2 image made by conversion "
+        "(qemu-img convert -c), as Cinder's image_compress_on_upload "
+        "does: a far smaller image for a little more CPU. Inside "
+        "cinder-volume, Cinder's image_compress_on_upload decides unless "
+        "this option is set.",
+    ),
+    cfg.IntOpt(
+        "introspection_cpu_limit",
+        default=60,
+        min=1,
+        help="CPU seconds 'qemu-img info' may use on a source or a "
+        "converted image, as Cinder's image_introspection_cpu_limit: a "
+        "crafted header must not make it spin. Inside cinder-volume, "
+        "Cinder's option decides unless this one is set.",
+    ),
+    cfg.IntOpt(
+        "introspection_address_space_limit",
+        default=1,
+        min=1,
+        help="GiB of address space 'qemu-img info' may use, as Cinder's "
+        "image_introspection_address_space_limit. Inside cinder-volume, "
+        "Cinder's option decides unless this one is set.",
     ),
     cfg.IntOpt(
         "max_concurrent_uploads",
@@ -254,82 +285,146 @@ _opts = [
 ]
 
 
-def _glance_opts() -> list[cfg.Opt]:
-    opts = (
-        ks_loading.get_session_conf_options()
-        + ks_loading.get_auth_common_conf_options()
-        + ks_loading.get_auth_plugin_conf_options("password")
-        + ks_loading.get_adapter_conf_options(include_deprecated=False)
-    )
-    # one option may come from two of those lists
+def _unique(opts: list[cfg.Opt]) -> list[cfg.Opt]:
+    # one option may come from two of keystoneauth's lists
     unique: dict[str, cfg.Opt] = {}
     for opt in opts:
-        if opt.dest in _GLANCE_DEFAULTS:
-            # a copy: keystoneauth's own objects are shared with others
-            opt = copy.copy(opt)
-            opt.default = _GLANCE_DEFAULTS[opt.dest]
         unique.setdefault(opt.dest, opt)
     return list(unique.values())
 
 
 def _glance_registration_opts() -> list[cfg.Opt]:
-    """The ``[glance]`` options registered up front (auth plugin options
-    are registered by keystoneauth when the plugin is loaded).
+    """The Glance group's options registered by :func:`register_opts`:
+    keystoneauth's session and auth options, its own objects, equal to
+    those any keystoneauth user registers (Cinder's ``[glance]`` does), so
+    either may come first.  The auth plugin's options are registered by
+    keystoneauth when the plugin is loaded; the adapter's by
+    :func:`register_adapter_opts`.
     """
-    opts = (
+    return _unique(
         ks_loading.get_session_conf_options()
         + ks_loading.get_auth_common_conf_options()
-        + ks_loading.get_adapter_conf_options(include_deprecated=False)
     )
-    unique: dict[str, cfg.Opt] = {}
-    for opt in opts:
-        unique.setdefault(opt.dest, opt)
-    return list(unique.values())
+
+
+def _adapter_opts() -> list[cfg.Opt]:
+    return _unique(
+        ks_loading.get_adapter_conf_options(include_deprecated=False)
+    )
+
+
+def _glance_opts() -> list[cfg.Opt]:
+    """Every option of the Glance group, for the sample: the value our
+    loaders use when one of :data:`_GLANCE_DEFAULTS` is unset is shown as
+    its sample default (on a copy: the registered objects are
+    keystoneauth's, unchanged).
+    """
+    opts = _unique(
+        _glance_registration_opts()
+        + ks_loading.get_auth_plugin_conf_options("password")
+        + _adapter_opts()
+    )
+    for i, opt in enumerate(opts):
+        if opt.dest in _GLANCE_DEFAULTS:
+            opts[i] = copy.copy(opt)
+            opts[i].sample_default = _GLANCE_DEFAULTS[opt.dest]
+    return opts
 
 
 def _copy_opts() -> list[cfg.Opt]:
     """The ``[volume_image_copy]`` options for the sample: keystoneauth's
     auth options with the password plugin's, as for ``[glance]``.
     """
-    unique: dict[str, cfg.Opt] = {}
-    for opt in ks_loading.get_auth_common_conf_options() + (
-        ks_loading.get_auth_plugin_conf_options("password")
-    ):
-        unique.setdefault(opt.dest, opt)
-    return list(unique.values())
+    return _unique(
+        ks_loading.get_auth_common_conf_options()
+        + ks_loading.get_auth_plugin_conf_options("password")
+    )
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register every option of ``volume_image`` on ``conf``.
+def _register_shared(
+    conf: cfg.ConfigOpts, opts: list[cfg.Opt], group: str
+) -> None:
+    """Register ``opts`` in ``group``, a group a host may own too: an
+    option the host already declared under one of the names serves, with
+    its meaning and its default.
+    """
+    for opt in opts:
+        try:
+            conf.register_opt(opt, group=group)
+        except cfg.DuplicateOptError:
+            continue
 
-    Safe to call more than once on the same ``conf``, and on a host
-    service's own ``ConfigOpts``: Cinder (and Nova) already own a
-    ``[glance]`` group, and an option they declared there under one of
-    our names (Cinder's ``region_name``, say) is left as they declared it
-    instead of raising ``DuplicateOptError``.  ``[volume_image]`` is ours
-    alone.
+
+def register_opts(
+    conf: cfg.ConfigOpts,
+    *,
+    group: str = GROUP,
+    glance_group: str = GLANCE_GROUP,
+    copy_group: str = COPY_GROUP,
+) -> None:
+    """Register the options of ``volume_image`` on ``conf``.
+
+    Safe to call more than once, and on a host service's own
+    ``ConfigOpts`` before or after the host declares its options: in the
+    Glance group (which Cinder and Nova own too) only keystoneauth's own
+    session and auth options are registered, which equal the host's; an
+    option the host declared otherwise keeps its declaration.  No
+    default of an option is changed: where the operator leaves
+    ``timeout``, ``connect_retries`` or ``service_type`` unset, our
+    loaders pass :data:`DEFAULT_TIMEOUT` and the others to keystoneauth
+    (see :func:`loader_defaults`).  The adapter options (``region_name``,
+    ``endpoint_override``, ...) are registered when a client is loaded
+    from the group (:func:`register_adapter_opts`), as keystoneauth
+    registers an auth plugin's options when it loads the plugin: Cinder
+    declares its own ``[glance] region_name``, at import time.
+
+    The group names are parameters, as in keystoneauth's
+    ``register_*_conf_options``; pass the same names to the readers
+    (:meth:`Settings.from_conf`,
+    :meth:`~volume_image.clients.glance.GlanceClient.from_conf`).
 
     :param conf: the configuration object to register on.
+    :param group: our own options (``[volume_image]``).
+    :param glance_group: how to reach Glance (``[glance]``).
+    :param copy_group: co-location's copy credentials
+        (``[volume_image_copy]``).
     """
-    conf.register_opts(_opts, group=GROUP)
-    ours = set()
-    for opt in _glance_registration_opts():
-        try:
-            conf.register_opt(opt, group=GLANCE_GROUP)
-        except cfg.DuplicateOptError:
-            # the host's option of that name serves, with its meaning
-            continue
-        ours.add(opt.dest)
-    for name, value in _GLANCE_DEFAULTS.items():
-        if name in ours:
-            conf.set_default(name, value, group=GLANCE_GROUP)
+    conf.register_opts(_opts, group=group)
+    _register_shared(conf, _glance_registration_opts(), glance_group)
     # auth_type and auth_section; the plugin's own options are registered
     # by keystoneauth when it is loaded
-    for opt in ks_loading.get_auth_common_conf_options():
-        try:
-            conf.register_opt(opt, group=COPY_GROUP)
-        except cfg.DuplicateOptError:
-            continue
+    _register_shared(
+        conf, ks_loading.get_auth_common_conf_options(), copy_group
+    )
+
+
+def register_adapter_opts(
+    conf: cfg.ConfigOpts, glance_group: str = GLANCE_GROUP
+) -> None:
+    """Register keystoneauth's adapter options in ``glance_group``, each
+    one the host has not declared itself (Cinder's ``region_name``).
+    Called by the loaders, so after the host's imports.
+    """
+    _register_shared(conf, _adapter_opts(), glance_group)
+
+
+def loader_defaults(
+    conf: cfg.ConfigOpts, glance_group: str = GLANCE_GROUP
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our values for the Glance group's options the operator left unset:
+    keyword arguments for keystoneauth's session loader and for its
+    adapter loader (given, they win over the group's values, so only the
+    unset ones are given).  A request to Glance must not hang a worker
+    forever, keystoneauth's default.
+
+    :returns: ``(session_kwargs, adapter_kwargs)``.
+    """
+    register_adapter_opts(conf, glance_group)
+    values: Any = conf[glance_group]
+    unset = {k: v for k, v in _GLANCE_DEFAULTS.items() if values[k] is None}
+    session = {k: v for k, v in unset.items() if k == "timeout"}
+    adapter = {k: v for k, v in unset.items() if k != "timeout"}
+    return session, adapter
 
 
 def load(files: Sequence[str]) -> cfg.ConfigOpts:
@@ -340,6 +435,8 @@ def load(files: Sequence[str]) -> cfg.ConfigOpts:
     """
     conf = cfg.ConfigOpts()
     register_opts(conf)
+    # our own ConfigOpts: no host to declare them later
+    register_adapter_opts(conf)
     conf(args=[], project="volume_image", default_config_files=list(files))
     return conf
 
@@ -376,6 +473,9 @@ class Settings:
     conversion_dir: str = dataclasses.field(
         default_factory=tempfile.gettempdir
     )
+    compress_on_upload: bool = True
+    introspection_cpu_limit: int = 60
+    introspection_address_space_limit: int = 1
     max_concurrent_uploads: int = 4
     max_response_bytes: int = 16 * 1024 * 1024
     answer_deadline: float = 120.0
@@ -390,13 +490,38 @@ class Settings:
     rbd_direct_timeout: float = 600.0
 
     @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts) -> Settings:
+    def from_conf(cls, conf: cfg.ConfigOpts, group: str = GROUP) -> Settings:
         """Build the settings from a ``ConfigOpts`` with our options.
 
         :param conf: a configuration on which :func:`register_opts` ran.
+        :param group: the group given to :func:`register_opts`.
         """
-        group: Any = conf[GROUP]
-        values = {f.name: group[f.name] for f in dataclasses.fields(cls)}
+        ours: Any = conf[group]
+        values = {f.name: ours[f.name] for f in dataclasses.fields(cls)}
         if values["conversion_dir"] is None:
             values["conversion_dir"] = tempfile.gettempdir()
         return cls(**values)
+
+    @property
+    def qemu_img_limits(self) -> dict[str, int]:
+        """The process limits of ``qemu-img info`` (oslo.concurrency's
+        ``ProcessLimits`` arguments).
+        """
+        return {
+            "cpu_time": self.introspection_cpu_limit,
+            "address_space": self.introspection_address_space_limit * 1024**3,
+        }
+
+
+def set_by_operator(
+    conf: cfg.ConfigOpts, name: str, group: str = GROUP
+) -> bool:
+    """Whether option ``name`` of ``group`` was set in a file, on the
+    command line or in the environment, not left at its default: where
+    a host has an option of its own for the same thing, ours then wins.
+    """
+    where = conf.get_location(name, group)
+    return where is not None and where.location not in (
+        cfg.Locations.opt_default,
+        cfg.Locations.set_default,
+    )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,3 +265,103 @@ def test_comparison_table_in_docs(
         )
     )
     assert not diff, diff
+
+
+_HEADERS = (
+    "OpenStack-API-Version",
+    "Vary",
+    "x-openstack-request-id",
+    "x-compute-request-id",
+)
+
+
+def test_a_refusal_answers_with_cinders_headers(
+    cinders: tuple[CinderApi, CinderApi],
+) -> None:
+    """Our 400 carries what Cinder's own 400 carries: the version asked
+    for, Vary, and the request id in both headers.
+    """
+    _, api = cinders
+    type_id = api.create_type({KEY: "fast"})
+    headers = dict(api.headers, **{"OpenStack-API-Version": "volume 3.59"})
+    ours = cinder_cases.requests.post(
+        f"{api.root}/types/{type_id}/extra_specs",
+        json={"extra_specs": {KEY: "nosuch"}},
+        headers=headers,
+        timeout=30,
+    )
+    # Cinder's own refusal: its schema takes no specs in PUT /types/{id}
+    cinders_own = cinder_cases.requests.put(
+        f"{api.root}/types/{type_id}",
+        json={"volume_type": {"extra_specs": {KEY: "cheap"}}},
+        headers=headers,
+        timeout=30,
+    )
+    assert (ours.status_code, cinders_own.status_code) == (400, 400)
+    assert "no store 'nosuch'" in ours.json()["badRequest"]["message"]
+    for resp in (ours, cinders_own):
+        assert all(h in resp.headers for h in _HEADERS), resp.headers
+        assert resp.headers["OpenStack-API-Version"] == "volume 3.59"
+        assert resp.headers["Vary"] == "OpenStack-API-Version"
+        assert resp.headers["x-openstack-request-id"].startswith("req-")
+        assert (
+            resp.headers["x-compute-request-id"]
+            == resp.headers["x-openstack-request-id"]
+        )
+    assert set(ours.headers) >= {
+        h for h in cinders_own.headers if h.lower() != "content-length"
+    } - {"Date", "Server", "Connection"}
+    # without the header, the minimum version, as Cinder answers
+    plain = api.request(
+        "POST", f"/types/{type_id}/extra_specs", {"extra_specs": {KEY: "x"}}
+    )
+    assert plain.headers["OpenStack-API-Version"] == "volume 3.0"
+    # a version Cinder refuses is Cinder's to answer (406), not ours
+    bad = cinder_cases.requests.post(
+        f"{api.root}/types/{type_id}/extra_specs",
+        json={"extra_specs": {KEY: "nosuch"}},
+        headers=dict(api.headers, **{"OpenStack-API-Version": "volume 9.9"}),
+        timeout=30,
+    )
+    assert bad.status_code == 406, bad.text
+    assert api.specs(type_id) == {KEY: "fast"}
+
+
+def test_cinder_client_prints_the_request_id_of_the_log(
+    cinders: tuple[CinderApi, CinderApi],
+) -> None:
+    """``cinder type-key ... set`` refused by the filter prints a
+    Request-ID, and cinder-api's log line of the refusal has it.
+    """
+    _, api = cinders
+    type_id = api.create_type()
+    done = subprocess.run(
+        [
+            str(launcher.ensure_venv("clients") / "bin" / "cinder"),
+            "--os-auth-type", "noauth",
+            "--os-user-id", "admin",
+            "--os-project-id", launcher.PROJECT_ID,
+            "--os-endpoint", f"{api.server.url}/v3",
+            "--os-volume-api-version", "3.59",
+            "type-key", type_id, "set", f"{KEY}=nosuch",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("OS_", "CINDER_", "PYTHON"))
+        },
+    )  # fmt: skip
+    assert done.returncode != 0
+    match = re.search(r"\(Request-ID: (req-[0-9a-f-]{36})\)", done.stderr)
+    assert match, done.stderr
+    assert "Glance has no store 'nosuch'" in done.stderr
+    request_id = match.group(1)
+    refused = [
+        line
+        for line in api.server.log_path.read_text(
+            errors="replace"
+        ).splitlines()
+        if "refused POST" in line and request_id in line
+    ]
+    assert refused, f"no log line of the refusal names {request_id}"
+    assert api.specs(type_id) == {}

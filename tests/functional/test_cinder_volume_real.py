@@ -12,6 +12,7 @@ side-by-side table in the docs is what this run measured
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import difflib
 import gzip
@@ -19,6 +20,7 @@ import hashlib
 import itertools
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,6 +319,71 @@ def test_conversion_and_compression_under_eventlet(
     subprocess.run(
         ["qemu-img", "compare", "-f", "raw", "-F", disk_format,
          str(volume.path), str(got)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def test_qcow2_compressed_in_cinders_conversion_dir(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Cinder's ``image_compress_on_upload`` (true by default) and
+    ``image_conversion_dir`` (``$state_path/conversion``) decide inside
+    cinder-volume, where ``[volume_image]`` does not set its own: the
+    qcow2 image is compressed as upstream's, and the conversion's work
+    directory is in Cinder's directory (and gone afterwards).
+    """
+    conversion = stack.stack.base / "state" / "conversion"
+    log = stack.stack.service_log("cinder-volume").read_text()
+    assert (
+        f"conversions in {conversion}, qcow2 compressed True, qemu-img "
+        "info limits 60 s CPU and 1 GiB" in log
+    )
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                seen.update(
+                    e.name
+                    for e in os.scandir(conversion)
+                    if e.name.startswith("volume_image-")
+                )
+            time.sleep(0.005)
+
+    images = {}
+    volumes = {}
+    for backend in ("upstream", "ours"):
+        volume = volumes[backend] = stack.volume(backend, {KEY: "cheap"}, 64)
+        watcher = threading.Thread(target=watch)
+        if backend == "ours":  # the work directory lives during the upload
+            watcher.start()
+        try:
+            image_id = stack.upload(volume, "qcow2")
+            assert stack.finish(volume)["status"] == "available"
+        finally:
+            if backend == "ours":
+                done.set()
+                watcher.join()
+        image = stack.image(image_id)
+        assert image is not None and image["status"] == "active", image
+        images[backend] = image
+    assert seen, f"no work directory of ours appeared in {conversion}"
+    assert not seen & set(os.listdir(conversion))
+    # what the volume makes as a qcow2 without -c
+    plain = tmp_path / "plain.qcow2"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2",
+         str(volumes["ours"].path), str(plain)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    ours, upstream = images["ours"]["size"], images["upstream"]["size"]
+    assert ours * 10 < plain.stat().st_size, (ours, plain.stat().st_size)
+    assert ours <= upstream * 1.05, (ours, upstream)
+    got = stack.download(images["ours"]["id"], tmp_path / "image")
+    subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "qcow2",
+         str(volumes["ours"].path), str(got)],
         check=True, capture_output=True,
     )  # fmt: skip
 

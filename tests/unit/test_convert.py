@@ -97,12 +97,45 @@ def test_every_target_format_passes_its_check(
 def test_qemu_img_info_runs_under_limits(images: dict[str, Path]) -> None:
     info = convert.qemu_img_info(images["qcow2"], "qcow2")
     assert info.virtual_size == 4 * 1024 * 1024
+    # Cinder's defaults: image_introspection_cpu_limit 60 s and
+    # image_introspection_address_space_limit 1 GiB
     assert convert.QEMU_IMG_LIMITS == {
-        "cpu_time": 30,
+        "cpu_time": 60,
         "address_space": 1024**3,
     }
     with pytest.raises(errors.ConversionError, match="qemu-img info failed"):
         convert.qemu_img_info(images["raw"], "qcow2")
+
+
+def test_the_given_limits_bind_qemu_img_info(
+    images: dict[str, Path], tmp_path: Path
+) -> None:
+    # 1 MiB of address space: qemu-img cannot even start
+    tiny = {"cpu_time": 60, "address_space": 1024 * 1024}
+    with pytest.raises(errors.ConversionError, match="qemu-img info failed"):
+        convert.qemu_img_info(images["qcow2"], "qcow2", tiny)
+    with pytest.raises(errors.ConversionError, match="qemu-img info failed"):
+        convert.convert(images["qcow2"], "qcow2", "raw", tmp_path, limits=tiny)
+
+
+def test_qcow2_is_compressed_when_asked(tmp_path: Path) -> None:
+    raw = tmp_path / "v.raw"
+    raw.write_bytes(b"volume_image" * (8 * 1024 * 1024 // 12))
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    plain = convert.convert(raw, "raw", "qcow2", tmp_path / "a")
+    packed = convert.convert(
+        raw, "raw", "qcow2", tmp_path / "b", compress=True
+    )
+    assert packed.stat().st_size * 10 < plain.stat().st_size
+    subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw),
+         str(packed)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # other formats have no compressed clusters: compress is ignored
+    vmdk = convert.convert(raw, "raw", "vmdk", tmp_path / "c", compress=True)
+    assert vmdk.stat().st_size > 0
 
 
 def test_conversion_failure_and_cancel(

@@ -124,6 +124,7 @@ def test_a_hung_glance_costs_one_short_wait() -> None:
     try:
         conf = cfg.ConfigOpts()
         config.register_opts(conf)
+        config.register_adapter_opts(conf)
         conf(args=[])
         port = listener.getsockname()[1]
         conf.set_override(

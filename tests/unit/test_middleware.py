@@ -409,3 +409,79 @@ def test_a_body_without_length_is_checked_when_the_app_can_read_it(
     huge = b" " * (middleware.MAX_BODY + 5)
     b"".join(filt(_no_length(huge, terminated=True), start))
     assert status[3].startswith("413")
+
+
+def answer(
+    app: Any, environ_extra: dict[str, Any], headers: dict[str, str]
+) -> tuple[str, dict[str, str], bytes]:
+    data = json.dumps({"extra_specs": {KEY: "web"}}).encode()
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "/v3",
+        "PATH_INFO": "/p1/types/t1/extra_specs",
+        "CONTENT_LENGTH": str(len(data)),
+        "wsgi.input": io.BytesIO(data),
+        **environ_extra,
+    }
+    for name, value in headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    got: list[Any] = []
+
+    def start_response(s: str, h: Any, exc_info: Any = None) -> None:
+        got.extend([s, dict(h)])
+
+    body = b"".join(app(environ, start_response))
+    return got[0], got[1], body
+
+
+class Context:
+    request_id = "req-11111111-2222-3333-4444-555555555555"
+
+
+@pytest.mark.parametrize(
+    ("asked", "answered"),
+    [
+        (None, "volume 3.0"),
+        ("volume 3.59", "volume 3.59"),
+        ("compute 2.1, volume 3.44", "volume 3.44"),
+        ("volume latest", None),  # the maximum is Cinder's to know
+    ],
+)
+def test_a_refusal_carries_cinders_headers(
+    stores_mock: requests_mock.Mocker,
+    caplog: pytest.LogCaptureFixture,
+    asked: str | None,
+    answered: str | None,
+) -> None:
+    filt, app = make()
+    caplog.set_level("INFO", logger=middleware.__name__)
+    status, headers, body = answer(
+        filt,
+        {
+            "openstack.request_id": Context.request_id,
+            "cinder.context": Context(),
+        },
+        {"OpenStack-API-Version": asked} if asked else {},
+    )
+    assert status == "400 Bad Request"
+    assert app.calls == 0
+    assert json.loads(body)["badRequest"]["code"] == 400
+    assert headers["x-openstack-request-id"] == Context.request_id
+    assert headers["x-compute-request-id"] == Context.request_id
+    if answered is None:
+        assert "OpenStack-API-Version" not in headers
+    else:
+        assert headers["OpenStack-API-Version"] == answered
+        assert headers["Vary"] == "OpenStack-API-Version"
+    # the log line names the request the caller's Request-ID names
+    assert f"(request {Context.request_id})" in caplog.text
+
+
+def test_without_a_request_id_no_id_headers(
+    stores_mock: requests_mock.Mocker,
+) -> None:
+    filt, _ = make()
+    status, headers, _ = answer(filt, {}, {})
+    assert status.startswith("400")
+    assert "x-openstack-request-id" not in headers
+    assert "x-compute-request-id" not in headers

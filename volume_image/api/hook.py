@@ -90,6 +90,8 @@ class ExtraSpecsHook:
         conf: cfg.ConfigOpts,
         *,
         client: glance.GlanceClient | None = None,
+        group: str = config.GROUP,
+        glance_group: str = config.GLANCE_GROUP,
     ) -> ExtraSpecsHook:
         """Build a hook from ``[glance]`` and ``[volume_image]`` options.
 
@@ -97,11 +99,16 @@ class ExtraSpecsHook:
             :func:`volume_image.config.register_opts` ran.
         :param client: a Glance client to use instead of one built from
             ``[glance]``.
+        :param group: and ``glance_group``: the group names given to
+            :func:`~volume_image.config.register_opts`.
         """
-        settings = config.Settings.from_conf(conf)
+        settings = config.Settings.from_conf(conf, group)
         if client is None:
             client = glance.GlanceClient.from_conf(
-                conf, request_timeout=settings.api_timeout
+                conf,
+                request_timeout=settings.api_timeout,
+                group=group,
+                glance_group=glance_group,
             )
         cache = validation.StoreCatalogCache(
             client.get_store_catalog, ttl=settings.store_cache_ttl

@@ -13,8 +13,12 @@ Deploy it without touching Cinder's code, in ``api-paste.ini``::
     keystone = ... authtoken keystonecontext store_validation apiv3
 
 Right before ``apiv3``: after authentication, so an anonymous caller
-never makes us ask Glance.  The filter answers its own errors in Cinder's
-fault format, so its place relative to ``faultwrap`` does not matter.
+never makes us ask Glance.  The filter answers its own errors as Cinder's
+API does (its fault body; ``OpenStack-API-Version`` and ``Vary`` for the
+version asked; ``x-openstack-request-id`` and ``x-compute-request-id``
+with the id Cinder's ``request_id`` filter set), so its place relative to
+``faultwrap`` does not matter, and ``cinder`` prints the Request-ID that
+the refusal's log line carries.
 
 Paste options (all optional):
 
@@ -151,11 +155,17 @@ class StoreValidationFilter:
         elif length <= MAX_BODY:
             body = environ["wsgi.input"].read(length)
         if length > MAX_BODY:
+            try:
+                version = _api_version(environ)
+            except _VersionRefused:
+                version = None
             return _fault(
                 start_response,
                 413,
                 f"request body of {length} bytes or more is larger than "
                 f"the {MAX_BODY} bytes an extra-spec write may have",
+                environ=environ,
+                version=version,
             )
         # Cinder reads the body after us: hand it the same bytes
         environ["wsgi.input"] = io.BytesIO(body)
@@ -164,16 +174,28 @@ class StoreValidationFilter:
         if extra_specs is None:
             return self.app(environ, start_response)
         try:
+            version = _api_version(environ)
+        except _VersionRefused:
+            # Cinder answers 400 or 406 for the version itself, and
+            # stores nothing
+            return self.app(environ, start_response)
+        try:
             self._check(environ, extra_specs)
         except errors.VolumeImageError as exc:
             LOG.info(
                 "refused %s %s (request %s): %s",
                 method,
                 environ.get("PATH_INFO"),
-                environ.get("openstack.request_id", "-"),
+                _request_id(environ) or "-",
                 exc.details(),
             )
-            return _fault(start_response, exc.api_status, _public(exc))
+            return _fault(
+                start_response,
+                exc.api_status,
+                _public(exc),
+                environ=environ,
+                version=version,
+            )
         return self.app(environ, start_response)
 
     def _check(
@@ -233,19 +255,96 @@ def _extra_specs(kind: str, body: bytes) -> Mapping[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+class _VersionRefused(Exception):
+    """Cinder refuses the request's API version itself."""
+
+
+#: Cinder's volume API: the version asked for without the header
+_MIN_VERSION = "3.0"
+_VERSION = re.compile(r"^\d+\.\d+$")
+_SERVICE = "volume"
+
+
+def _api_version(environ: Mapping[str, Any]) -> str | None:
+    """What Cinder's API answers in ``OpenStack-API-Version`` for this
+    request (``volume 3.59``), or None for no header.
+
+    Inside cinder-api, Cinder's own ``Request.set_api_version_request``
+    decides; elsewhere the header is read by the same rules (``latest``
+    then gives no header: the maximum is Cinder's to know).
+
+    :raises _VersionRefused: Cinder answers 400 or 406 for the version.
+    """
+    try:
+        from cinder import exception as cinder_exception
+        from cinder.api.openstack import wsgi as cinder_wsgi
+    except ImportError:
+        return _parsed_version(environ.get("HTTP_OPENSTACK_API_VERSION"))
+    # a copy: Cinder's own Request reads the same environ later
+    req = cinder_wsgi.Request(dict(environ))
+    try:
+        req.set_api_version_request(req.url)
+    except (cinder_exception.CinderException, ValueError) as exc:
+        raise _VersionRefused from exc
+    if cinder_wsgi._is_legacy_endpoint(req):
+        return None
+    return (
+        f"{cinder_wsgi.VOLUME_SERVICE} {req.api_version_request.get_string()}"
+    )
+
+
+def _parsed_version(header: str | None) -> str | None:
+    if header is None:
+        return f"{_SERVICE} {_MIN_VERSION}"
+    for item in header.split(","):
+        words = item.split()
+        if len(words) == 2 and words[0] == _SERVICE:
+            if _VERSION.match(words[1]):
+                return f"{_SERVICE} {words[1]}"
+            return None
+    return None
+
+
+def _request_id(environ: Mapping[str, Any]) -> str | None:
+    """The request id of Cinder's fault answers: its request context's
+    (``x-compute-request-id``), which is the one Cinder's ``request_id``
+    filter made (``openstack.request_id``).
+    """
+    context = environ.get("cinder.context")
+    request_id = getattr(context, "request_id", None)
+    return request_id or environ.get("openstack.request_id")
+
+
 def _fault(
-    start_response: StartResponse, status: int, message: str
+    start_response: StartResponse,
+    status: int,
+    message: str,
+    *,
+    environ: Mapping[str, Any] | None = None,
+    version: str | None = None,
 ) -> list[bytes]:
-    """Answer the way Cinder's fault wrapper does."""
+    """Answer the way Cinder's ``Fault`` does: its body, the version
+    headers, and the request id headers (``x-openstack-request-id`` is
+    also added by the ``request_id`` filter on the way out, if missing).
+    """
     name = _FAULT_NAMES.get(status, "computeFault")
     payload = json.dumps({name: {"code": status, "message": message}}).encode()
-    start_response(
-        f"{status} {http.HTTPStatus(status).phrase}",
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-        ],
-    )
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(payload))),
+    ]
+    if version is not None:
+        headers += [("OpenStack-API-Version", version)]
+        headers += [("Vary", "OpenStack-API-Version")]
+    environ = environ or {}
+    if environ.get("openstack.request_id"):
+        headers += [
+            ("x-openstack-request-id", environ["openstack.request_id"])
+        ]
+    request_id = _request_id(environ)
+    if request_id:
+        headers += [("x-compute-request-id", request_id)]
+    start_response(f"{status} {http.HTTPStatus(status).phrase}", headers)
     return [payload]
 
 

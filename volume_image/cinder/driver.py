@@ -33,7 +33,10 @@ How it works:
   default, so its requests use the credentials of ``[volume_image_copy]``
   when that group sets an ``auth_type``, else the caller's.
 * Our own options live in ``[volume_image]`` and ``[volume_image_copy]``
-  (see :mod:`volume_image.config`), groups Cinder does not have.
+  (see :mod:`volume_image.config`), groups Cinder does not have.  Where
+  Cinder has an option for the same thing (:data:`CINDER_OPTIONS`:
+  ``image_conversion_dir``, ``image_compress_on_upload``, the
+  introspection limits), Cinder's decides, unless the operator set ours.
 
 Under eventlet, nothing here holds the event loop: reads and hashing run
 in native threads (:mod:`volume_image.offload`), gzip too, qemu-img is
@@ -43,6 +46,7 @@ polled with green sleeps, and Glance is spoken to through green sockets.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -91,6 +95,17 @@ driver_opts = [
 
 # Glance's disk_format names where qemu-img's differ
 _QEMU_NAMES = {"vhd": "vpc"}
+
+#: ``[volume_image]`` option -> Cinder's ``[DEFAULT]`` option that decides
+#: inside cinder-volume, unless the operator set ours
+CINDER_OPTIONS = {
+    "conversion_dir": "image_conversion_dir",
+    "compress_on_upload": "image_compress_on_upload",
+    "introspection_cpu_limit": "image_introspection_cpu_limit",
+    "introspection_address_space_limit": (
+        "image_introspection_address_space_limit"
+    ),
+}
 
 # backend host ("host@backend") -> our driver serving it
 _BACKENDS: dict[str, Any] = {}
@@ -143,14 +158,14 @@ class _StoreAwareMixin:
     """What ``StoreAware<Driver>`` adds to the wrapped driver."""
 
     host: str
+    configuration: Any
 
     def do_setup(self, context: Any) -> None:
         super().do_setup(context)  # type: ignore[misc]
         config.register_opts(CONF)
+        settings = _settings()
         # a killed upload's temporary files would otherwise stay for good
-        convert.sweep_stale_workdirs(
-            config.Settings.from_conf(CONF).conversion_dir
-        )
+        convert.sweep_stale_workdirs(settings.conversion_dir)
         _install_seam()
         _BACKENDS[self.host] = self
         if _is_rbd(self):
@@ -160,10 +175,26 @@ class _StoreAwareMixin:
             rbd_direct.recover(self, _journal_dir(self))
         LOG.info(
             "volume_image: uploads to images of backend %s go through "
-            "volume_image (wrapping %s)",
+            "volume_image (wrapping %s); conversions in %s, qcow2 "
+            "compressed %s, qemu-img info limits %d s CPU and %d GiB",
             self.host,
             type(self).__mro__[2].__name__,
+            settings.conversion_dir,
+            settings.compress_on_upload,
+            settings.introspection_cpu_limit,
+            settings.introspection_address_space_limit,
         )
+        if self.configuration.safe_get("image_upload_use_cinder_backend"):
+            LOG.warning(
+                "volume_image: backend %s sets "
+                "image_upload_use_cinder_backend: Cinder's volume manager "
+                "registers a raw/bare upload as a cinder:// location of a "
+                "cloned volume before any driver runs, so those uploads "
+                "do not go through volume_image (no store check, no "
+                "verification); any other upload, or one whose clone "
+                "fails, does",
+                self.host,
+            )
 
     def copy_volume_to_image(
         self, context: Any, volume: Any, image_service: Any, image_meta: Any
@@ -187,8 +218,13 @@ class _StoreAwareMixin:
         *,
         volume_fd: Any = None,
         volume_format: str = "raw",
+        compress: bool = True,
     ) -> UploadResult:
         """Upload one volume into the image Cinder's API created.
+
+        :param compress: the calling driver's ``compress`` argument of
+            ``upload_volume``: False turns compression off for this
+            upload, as upstream.
 
         :raises cinder.exception.ImageUnacceptable: our error, with our
             message as the reason.
@@ -198,7 +234,7 @@ class _StoreAwareMixin:
         image_utils.check_image_conversion_disable(
             disk_format, volume_format, image_id, upload=True
         )
-        settings = config.Settings.from_conf(CONF)
+        settings = _settings(compress)
         client = _glance_client(context, settings)
         base_image_ref = None
         if volume.glance_metadata:
@@ -497,11 +533,31 @@ def _install_seam() -> None:
                 volume,
                 volume_fd=volume_fd,
                 volume_format=volume_format,
+                compress=compress,
             )
             return None
 
         upload_volume._volume_image_original = original  # type: ignore[attr-defined]
         volume_utils.upload_volume = upload_volume
+
+
+def _settings(compress: bool = True) -> config.Settings:
+    """``[volume_image]``, where Cinder's options of the same purpose
+    (:data:`CINDER_OPTIONS`) replace ours the operator did not set.
+    """
+    settings = config.Settings.from_conf(CONF)
+    values = {
+        ours: CONF[cinders]
+        for ours, cinders in CINDER_OPTIONS.items()
+        if not config.set_by_operator(CONF, ours)
+    }
+    if "conversion_dir" in values:
+        # $state_path/conversion by default; made if missing, the system
+        # temporary directory if unset, as Cinder does
+        values["conversion_dir"] = volume_utils.image_conversion_dir()
+    if not compress:
+        values["compress_on_upload"] = False
+    return dataclasses.replace(settings, **values)
 
 
 _SESSION: ks_session.Session | None = None

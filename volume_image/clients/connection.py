@@ -182,22 +182,27 @@ def from_keystoneauth_args(args: argparse.Namespace) -> Connection:
     return Connection(_with_timeout(session), _and_block_storage(image))
 
 
-def from_conf(conf: Any) -> Connection:
+def from_conf(
+    conf: Any, *, glance_group: str = config.GLANCE_GROUP
+) -> Connection:
     """A connection from the ``[glance]`` options of a config file: the
     session and auth are Glance's; the block-storage API is found in the
     same catalog, with the same interface and region.
 
     :param conf: a ``ConfigOpts`` on which
         :func:`volume_image.config.register_opts` ran.
+    :param glance_group: the group given to it as ``glance_group``.
     :raises keystoneauth1.exceptions.ClientException: incomplete options.
     """
-    group = config.GLANCE_GROUP
+    group = glance_group
+    session_kw, adapter_kw = config.loader_defaults(conf, group)
     auth = ks_loading.load_auth_from_conf_options(conf, group)
-    session = ks_loading.load_session_from_conf_options(conf, group, auth=auth)
-    image = ks_loading.load_adapter_from_conf_options(
-        conf, group, session=session, auth=auth
+    session = ks_loading.load_session_from_conf_options(
+        conf, group, auth=auth, **session_kw
     )
-    retries = image.connect_retries
+    image = ks_loading.load_adapter_from_conf_options(
+        conf, group, session=session, auth=auth, **adapter_kw
+    )
     glance_service = Service(
         service_type=image.service_type or "image",
         interface=image.interface,
@@ -205,7 +210,9 @@ def from_conf(conf: Any) -> Connection:
         endpoint_override=image.endpoint_override,
         service_name=image.service_name,
         connect_retries=(
-            config.DEFAULT_CONNECT_RETRIES if retries is None else retries
+            config.DEFAULT_CONNECT_RETRIES
+            if image.connect_retries is None
+            else image.connect_retries
         ),
     )
     return Connection(

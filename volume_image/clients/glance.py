@@ -291,36 +291,44 @@ class GlanceClient:
         session: ks_session.Session | None = None,
         auth: Any = None,
         request_timeout: float | None = None,
+        group: str = config.GROUP,
+        glance_group: str = config.GLANCE_GROUP,
     ) -> GlanceClient:
         """Build a client from the ``[glance]`` options.
 
         :param conf: a configuration on which
             :func:`volume_image.config.register_opts` ran.
+        :param group: and ``glance_group``: the group names given to it.
         :param session: an existing keystoneauth1 session to share.
         :param auth: an auth plugin overriding ``[glance] auth_type``.
         :param request_timeout: for an API's request path: the timeout of
             each request, which is then never retried.
         :raises GlanceAuthError: the auth options are incomplete.
         """
-        group = config.GLANCE_GROUP
+        session_kw, adapter_kw = config.loader_defaults(conf, glance_group)
         try:
             if auth is None:
-                auth = ks_loading.load_auth_from_conf_options(conf, group)
+                auth = ks_loading.load_auth_from_conf_options(
+                    conf, glance_group
+                )
             if session is None:
                 session = ks_loading.load_session_from_conf_options(
-                    conf, group, auth=auth
+                    conf, glance_group, auth=auth, **session_kw
                 )
             adapter = ks_loading.load_adapter_from_conf_options(
-                conf, group, session=session, auth=auth
+                conf, glance_group, session=session, auth=auth, **adapter_kw
             )
         except ks_exc.ClientException as exc:
-            raise _translate(exc, "load the [glance] options") from exc
+            raise _translate(
+                exc, f"load the [{glance_group}] options"
+            ) from exc
+        ours = conf[group]
         return cls(
             adapter,
-            use_store_detail=conf[config.GROUP].use_store_detail,
-            max_response_bytes=conf[config.GROUP].max_response_bytes,
+            use_store_detail=ours.use_store_detail,
+            max_response_bytes=ours.max_response_bytes,
             request_timeout=request_timeout,
-            answer_deadline=conf[config.GROUP].answer_deadline,
+            answer_deadline=ours.answer_deadline,
         )
 
     @property

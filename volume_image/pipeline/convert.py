@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 # used: only conversions need them, and they cost the CLI ~50 ms
 
 __all__ = [
+    "COMPRESSIBLE_FORMATS",
     "CONVERTIBLE_FORMATS",
     "QEMU_IMG_LIMITS",
     "SOURCE_FORMATS",
@@ -66,10 +68,14 @@ CONVERTIBLE_FORMATS = {
 SOURCE_FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi")
 #: qemu-img's format name -> the format inspector's
 _INSPECTOR_NAMES = {"vpc": "vhd"}
-#: Cinder's limits for ``qemu-img info`` on untrusted images (CPU
-#: seconds, bytes of address space): a crafted header must not make it
-#: spin or eat memory
-QEMU_IMG_LIMITS = {"cpu_time": 30, "address_space": 1024**3}
+#: Cinder's default limits for ``qemu-img info`` on untrusted images (CPU
+#: seconds, bytes of address space: its image_introspection_cpu_limit and
+#: image_introspection_address_space_limit): a crafted header must not
+#: make it spin or eat memory.  The callers pass the configured ones.
+QEMU_IMG_LIMITS = {"cpu_time": 60, "address_space": 1024**3}
+#: formats whose clusters ``qemu-img convert -c`` compresses (Cinder's
+#: COMPRESSIBLE_IMAGE_FORMATS)
+COMPRESSIBLE_FORMATS = ("qcow2",)
 LOG = logging.getLogger(__name__)
 
 # a work directory names the process that made it, so that one left by a
@@ -126,11 +132,14 @@ def sweep_stale_workdirs(parent: str) -> list[Path]:
 
 
 def qemu_img_info(
-    path: str | os.PathLike[str], fmt: str
+    path: str | os.PathLike[str],
+    fmt: str,
+    limits: Mapping[str, int] | None = None,
 ) -> imageutils.QemuImgInfo:
     """``qemu-img info --output=json`` with an explicit format, under
-    :data:`QEMU_IMG_LIMITS`.
+    ``limits`` (:data:`QEMU_IMG_LIMITS` by default).
 
+    :param limits: ``cpu_time`` (seconds) and ``address_space`` (bytes).
     :raises ConversionError: qemu-img failed or hit a limit.
     """
     from oslo_concurrency import processutils
@@ -144,7 +153,9 @@ def qemu_img_info(
             fmt,
             "--output=json",
             os.fspath(path),
-            prlimit=processutils.ProcessLimits(**QEMU_IMG_LIMITS),
+            prlimit=processutils.ProcessLimits(
+                **(QEMU_IMG_LIMITS if limits is None else limits)
+            ),
         )
     except processutils.ProcessExecutionError as exc:
         raise errors.ConversionError(
@@ -257,6 +268,8 @@ def convert(
     workdir: Path,
     *,
     cancel: threading.Event | None = None,
+    compress: bool = False,
+    limits: Mapping[str, int] | None = None,
 ) -> Path:
     """Convert ``source`` to ``disk_format`` in ``workdir``.
 
@@ -265,6 +278,10 @@ def convert(
     :param disk_format: a key of :data:`CONVERTIBLE_FORMATS`.
     :param workdir: an existing temporary directory the caller removes.
     :param cancel: set to stop the conversion.
+    :param compress: compress the output's clusters (``qemu-img convert
+        -c``) when its format can (:data:`COMPRESSIBLE_FORMATS`), as
+        Cinder does with ``image_compress_on_upload``.
+    :param limits: for ``qemu-img info`` (see :func:`qemu_img_info`).
     :returns: the converted file.
     :raises InsufficientSpace: ``workdir`` is too small.
     :raises UnsafeSource: the source is not a safe image in
@@ -275,7 +292,7 @@ def convert(
     """
     fmt = CONVERTIBLE_FORMATS[disk_format]
     check_format(source, source_format)
-    info = qemu_img_info(source, source_format)
+    info = qemu_img_info(source, source_format, limits)
     if info.backing_file:
         # the inspector already refuses these; qemu-img is asked too
         raise errors.UnsafeSource(
@@ -286,20 +303,10 @@ def convert(
     actual = info.disk_size or info.virtual_size or 0
     _check_space(workdir, int(actual) + _OVERHEAD)
     dest = workdir / f"image.{disk_format}"
-    _run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            source_format,
-            "-O",
-            fmt,
-            os.fspath(source),
-            os.fspath(dest),
-        ],
-        workdir,
-        cancel,
-    )
+    cmd = ["qemu-img", "convert", "-f", source_format, "-O", fmt]
+    if compress and fmt in COMPRESSIBLE_FORMATS:
+        cmd.append("-c")
+    _run([*cmd, os.fspath(source), os.fspath(dest)], workdir, cancel)
     try:
         check_format(dest, fmt)
     except errors.UnsafeSource as exc:

@@ -5,6 +5,7 @@ compressed as the image's formats ask (qemu-img and gzip in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from volume_image import errors
@@ -16,11 +17,20 @@ __all__ = ["payload"]
 
 
 def payload(
-    job: Job, meta: ImageMeta, workdir: Path, chunk_size: int
+    job: Job,
+    meta: ImageMeta,
+    workdir: Path,
+    chunk_size: int,
+    *,
+    compress: bool = False,
+    limits: Mapping[str, int] | None = None,
 ) -> Source:
     """What to send: ``job``'s source, or what conversion and compression
     made of it in ``workdir``.
 
+    :param compress: ``qemu-img convert -c`` where the format can
+        (Cinder's ``image_compress_on_upload``).
+    :param limits: the process limits of ``qemu-img info``.
     :raises ConversionError: the disk format cannot be made.
     :raises SourceError: a conversion or compression of a file object.
     """
@@ -38,7 +48,13 @@ def payload(
             )
         data = Source(
             convert.convert(
-                src.path, job.source_format, fmt, workdir, cancel=job.cancel
+                src.path,
+                job.source_format,
+                fmt,
+                workdir,
+                cancel=job.cancel,
+                compress=compress,
+                limits=limits,
             )
         )
     if meta.container_format == "compressed":

@@ -278,7 +278,12 @@ class Uploader:
             try:
                 with deadline.paused():
                     payload = prepare.payload(
-                        job, meta, workdir, self.settings.chunk_size
+                        job,
+                        meta,
+                        workdir,
+                        self.settings.chunk_size,
+                        compress=self.settings.compress_on_upload,
+                        limits=self.settings.qemu_img_limits,
                     )
                 return self._upload(job, meta, payload, steps)
             finally:
