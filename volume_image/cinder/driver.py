@@ -354,7 +354,7 @@ def _direct(driver: Any, context: Any, volume: Any, image_meta: Any) -> bool:
     from volume_image.cinder import rbd_direct
 
     image_id = image_meta["id"]
-    settings = config.Settings.from_conf(CONF)
+    settings = _settings()
     vtype = getattr(volume, "volume_type", None)
     specs = dict(getattr(vtype, "extra_specs", None) or {})
     try:
