@@ -79,6 +79,7 @@ PRIVATE_MODULES = {
     "volume_image.pipeline.colocate",
     "volume_image.pipeline.convert",
     "volume_image.pipeline.offload",
+    "volume_image.pipeline.records",
     "volume_image.pipeline.stream",
     "volume_image.pipeline.uploader",
 }

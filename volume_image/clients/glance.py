@@ -243,6 +243,13 @@ class CopyAnswer:
     request_id: str | None = None
 
 
+def _deleted_already(resp: requests.Response) -> bool:
+    """Glance's answer to a DELETE that another one won: 400 "Image
+    status transition from deleted to deleted is not allowed".
+    """
+    return resp.status_code == 400 and "deleted to deleted" in resp.text
+
+
 class GlanceClient:
     """A small Glance v2 client for store discovery and image upload.
 
@@ -620,7 +627,7 @@ class GlanceClient:
         """
         what = f"DELETE /v2/images/{image_id}"
         resp = self._request("DELETE", f"/v2/images/{image_id}")
-        if resp.status_code == 404:
+        if resp.status_code == 404 or _deleted_already(resp):
             return False
         if resp.status_code not in (200, 204):
             raise from_response(

@@ -22,15 +22,16 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.core import deadline, placement, specs, stores
+from volume_image.core import deadline, placement, specs, stores, sweep
 from volume_image.core.validation import StoreCatalogCache, Validator
-from volume_image.pipeline import colocate, convert, offload
+from volume_image.pipeline import colocate, convert, offload, records
 from volume_image.pipeline.stream import (
     MeteredBody,
     ProgressCallback,
@@ -161,15 +162,16 @@ class _Target:
     images: int = 1
 
 
-#: image properties that mark an image as made by volume_image, so that
-#: ``volume-image sweep`` can find the ones a dead process left behind
-TAGS = ("volume_image_host", "volume_image_pid")
+#: image properties an upload sets: shown by ``volume-image sweep``, which
+#: trusts none of them alone (see :mod:`volume_image.core.sweep`)
+TAGS = (sweep.HOST_TAG, sweep.PID_TAG, sweep.MARK)
 
 
-def _tags() -> dict[str, str]:
+def _tags(image_id: str) -> dict[str, str]:
     return {
-        "volume_image_host": socket.gethostname(),
-        "volume_image_pid": str(os.getpid()),
+        sweep.HOST_TAG: socket.gethostname(),
+        sweep.PID_TAG: str(os.getpid()),
+        sweep.MARK: image_id,
     }
 
 
@@ -694,7 +696,9 @@ class Uploader:
             if isinstance(exc, errors.UnknownStore):
                 self._name_valid_stores(exc, header_store)
             self._cleanup(into.image_id, into.created, exc)
+            records.release(into.image_id)
             raise
+        records.drop(into.image_id)
         seconds = time.monotonic() - job.t0
         LOG.info(
             "image %s: %d bytes in store %s in %.1fs (%d attempt(s))",
@@ -719,9 +723,14 @@ class Uploader:
         )
 
     def _create(self, meta: ImageMeta) -> str:
-        """Create a ``queued`` image, tagged as ours (see :data:`TAGS`)."""
-        body = {**meta.body(), **_tags()}
-        return str(self.client.create_image(body)["id"])
+        """Create a ``queued`` image, tagged (see :data:`TAGS`) and
+        recorded as ours on this host until it settles.
+        """
+        image_id = str(uuid.uuid4())
+        body = {**meta.body(), **_tags(image_id), "id": image_id}
+        made = str(self.client.create_image(body)["id"])
+        records.hold(self.settings.conversion_dir, made)
+        return made
 
     def _send(
         self, job: _Job, meta: ImageMeta, src: Source, into: _Target
@@ -854,8 +863,10 @@ class Uploader:
             stuck,
             into.image_id,
         )
+        records.release(stuck)
         try:
             _idempotent(self.client.delete_image, stuck)
+            records.forget(self.settings.conversion_dir, stuck)
         except errors.VolumeImageError as exc:
             LOG.error(
                 "stuck image %s could not be deleted (%s): delete it, or "
@@ -1055,6 +1066,7 @@ class Uploader:
                 if status not in _CLEANUP_STATES:
                     return
             _idempotent(self.client.delete_image, image_id)
+            records.drop(image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
             if isinstance(exc, errors.UploadCancelled):
                 exc.hints.append(f"Image {image_id} was deleted.")
