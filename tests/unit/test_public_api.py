@@ -77,6 +77,7 @@ PRIVATE_MODULES = {
     "volume_image.core.validation",
     "volume_image.pipeline",
     "volume_image.pipeline.colocate",
+    "volume_image.pipeline.confine",
     "volume_image.pipeline.convert",
     "volume_image.pipeline.offload",
     "volume_image.pipeline.records",

@@ -624,3 +624,29 @@ def test_an_upload_holds_its_record_until_its_image_settles(
     assert records.scan(where) == {
         "0e9c5b3e-0000-4000-8000-00000000000b": sweep.RECORD
     }
+
+
+@pytest.mark.parametrize("container", ["bare", "compressed"])
+def test_a_volume_in_the_disk_format_is_inspected_too(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient,
+    tmp_path: Path, container: str,
+) -> None:  # fmt: skip
+    """qcow2 sent as qcow2 needs no conversion, but its header is still
+    read: one naming a host file as its backing file is refused before
+    anything is created.
+    """
+    host = tmp_path / "host-secret"
+    host.write_bytes(b"HOST SECRET" * 1000)
+    vol = tmp_path / "v.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", "-b", str(host), "-F", "raw",
+         str(vol)], check=True, capture_output=True,
+    )  # fmt: skip
+    meta = upload.ImageMeta(
+        "x", disk_format="qcow2", container_format=container
+    )
+    with pytest.raises(errors.UnsafeSource, match="backing"):
+        make(client, conversion_dir=str(tmp_path)).upload(
+            vol, meta, source_format="qcow2"
+        )
+    assert not [r for r in glance_mock.request_history if r.method == "PUT"]

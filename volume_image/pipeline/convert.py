@@ -6,10 +6,14 @@ input.  Before qemu-img touches a source that is not raw, oslo.utils'
 format inspector reads the header in Python: the content must be the
 format the caller named, and a backing file, an external data file or any
 other failed safety check refuses the upload (qemu-img would otherwise
-copy a host file into the image).  ``qemu-img info`` runs under CPU-time
-and address-space limits, as in Cinder.  The source format is always
-given (``-f``), so qemu-img never probes.  Free space is checked before
-anything is written, and the output is inspected by content afterwards.
+copy a host file into the image).  The volume is opened once, and
+qemu-img reads that open file, with backing files disabled and confined
+so that no other file can be opened (see :func:`convert`): a header
+rewritten after the inspection cannot reach a host file either.
+qemu-img runs under CPU-time and address-space limits, as in Cinder.  The
+source format is always given (the ``driver``), so qemu-img never probes.
+Free space is checked before anything is written, and the output is
+inspected by content afterwards.
 
 Every wait here suits an event loop: qemu-img is polled with sleeps
 (green under eventlet), and gzip runs in a native thread
@@ -18,26 +22,30 @@ Every wait here suits an event loop: qemu-img is polled with sleeps
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import json
 import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volume_image import errors
-from volume_image.pipeline import offload
+from volume_image.pipeline import confine, offload
 
 if TYPE_CHECKING:
     from oslo_utils import imageutils
 
-# oslo.concurrency and oslo.utils' inspector are imported where they are
-# used: only conversions need them, and they cost the CLI ~50 ms
+# oslo.utils' inspector is imported where it is used: only conversions
+# need it, and it costs the CLI ~50 ms
 
 __all__ = [
     "CONVERTIBLE_FORMATS",
@@ -125,36 +133,78 @@ def sweep_stale_workdirs(parent: str) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike[str]) -> Iterator[int]:
+    """The volume, opened once: everything after reads this inode."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise errors.SourceError(
+            f"cannot read volume {os.fspath(path)}: {exc.strerror}"
+        ) from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _source_spec(fd: int, fmt: str) -> str:
+    """qemu-img's name for the open volume: the fd, never a path, and
+    never a backing file, whatever the header says when qemu-img reads it.
+    """
+    protocol = "host_device" if stat.S_ISBLK(os.fstat(fd).st_mode) else "file"
+    spec = {
+        "driver": fmt,
+        "backing": None,
+        "file": {"driver": protocol, "filename": f"/dev/fd/{fd}"},
+    }
+    return "json:" + json.dumps(spec, separators=(",", ":"))
+
+
+def _confined(
+    argv: list[str], fd: int, write_dir: Path | None, landlock: bool
+) -> list[str]:
+    return confine.command(
+        argv,
+        cpu=QEMU_IMG_LIMITS["cpu_time"],
+        address_space=QEMU_IMG_LIMITS["address_space"],
+        read_fd=fd,
+        write_dir=None if write_dir is None else os.fspath(write_dir),
+        landlock=landlock,
+    )
+
+
 def qemu_img_info(
-    path: str | os.PathLike[str], fmt: str
+    source: str | os.PathLike[str] | int,
+    fmt: str,
+    *,
+    landlock: bool | None = None,
 ) -> imageutils.QemuImgInfo:
-    """``qemu-img info --output=json`` with an explicit format, under
-    :data:`QEMU_IMG_LIMITS`.
+    """``qemu-img info --output=json`` of a volume (a path, or an open
+    fd), with its format given, under :data:`QEMU_IMG_LIMITS` and, where
+    the kernel has it, confined to that one file (see
+    :mod:`volume_image.pipeline.confine`).
 
     :raises ConversionError: qemu-img failed or hit a limit.
     """
-    from oslo_concurrency import processutils
     from oslo_utils import imageutils
 
-    try:
-        out, _ = processutils.execute(
-            "qemu-img",
-            "info",
-            "-f",
-            fmt,
-            "--output=json",
-            os.fspath(path),
-            prlimit=processutils.ProcessLimits(**QEMU_IMG_LIMITS),
-        )
-    except processutils.ProcessExecutionError as exc:
-        raise errors.ConversionError(
-            f"qemu-img info failed on {os.fspath(path)} (exit "
-            f"{exc.exit_code}): {(exc.stderr or '').strip()}"
-        ) from exc
-    return imageutils.QemuImgInfo(out, format="json")
+    if not isinstance(source, int):
+        with _opened(source) as fd:
+            return qemu_img_info(fd, fmt, landlock=landlock)
+    if landlock is None:
+        landlock = confine.available()
+    cmd = _confined(
+        ["qemu-img", "info", "--output=json", _source_spec(source, fmt)],
+        source,
+        None,
+        landlock,
+    )
+    out = _run(cmd, None, None, pass_fds=(source,), what="qemu-img info")
+    return imageutils.QemuImgInfo(out.decode(errors="replace"), format="json")
 
 
-def _inspect(path: str, fmt: str) -> None:
+def _inspect(path: str, fmt: str, shown: str) -> None:
     from oslo_utils.imageutils import format_inspector
 
     name = _INSPECTOR_NAMES.get(fmt, fmt)
@@ -162,23 +212,27 @@ def _inspect(path: str, fmt: str) -> None:
     if found is None or found.NAME != name:
         got = "unrecognised" if found is None else found.NAME
         raise errors.UnsafeSource(
-            f"{path} is said to be {fmt} but its content is {got}; "
+            f"{shown} is said to be {fmt} but its content is {got}; "
             "refusing to convert it"
         )
     found.safety_check()
 
 
-def check_format(path: str | os.PathLike[str], fmt: str) -> None:
+def check_format(
+    path: str | os.PathLike[str], fmt: str, *, shown: str | None = None
+) -> None:
     """Check by content that ``path`` is a safe image in ``fmt``.
 
     The header is read in Python, never by qemu-img.  Raw data has no
     header to trust, so any content passes as ``raw``.
 
     :param fmt: qemu-img's name of the format (``vpc`` for VHD).
+    :param shown: how messages name the file (``path`` by default).
     :raises UnsafeSource: the content is another format, cannot be
         parsed, names a backing file or external data file, or fails
         another safety check of oslo.utils' format inspector.
     """
+    where = shown or os.fspath(path)
     if fmt == "raw":
         return
     if fmt not in SOURCE_FORMATS:
@@ -188,9 +242,8 @@ def check_format(path: str | os.PathLike[str], fmt: str) -> None:
         )
     from oslo_utils.imageutils import format_inspector
 
-    where = os.fspath(path)
     try:
-        offload.run(_inspect, where, fmt)
+        offload.run(_inspect, os.fspath(path), fmt, where)
     except format_inspector.SafetyCheckFailed as exc:
         raise errors.UnsafeSource(
             f"{where} ({fmt}) failed the safety check: "
@@ -219,17 +272,34 @@ def _check_space(directory: Path, needed: int) -> None:
 
 
 def _run(
-    cmd: list[str], workdir: Path, cancel: threading.Event | None
-) -> None:
+    cmd: list[str],
+    workdir: Path | None,
+    cancel: threading.Event | None,
+    *,
+    pass_fds: tuple[int, ...] = (),
+    what: str | None = None,
+) -> bytes:
     """Run ``cmd`` to the end, polling with sleeps (green under eventlet:
     a blocking wait, or ``communicate(timeout=)``, whose TimeoutExpired
     eventlet raises from the unpatched module, would hold the loop or
     escape), and kill it on cancel.
+
+    :returns: its standard output (at most 1 MiB).
     """
-    # stderr into a file: a pipe nobody reads while polling could fill
+    what = what or " ".join(cmd[:2])
+    # output into files: a pipe nobody reads while polling could fill
     # and stall qemu-img
-    with tempfile.TemporaryFile(dir=workdir) as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    with (
+        tempfile.TemporaryFile(dir=workdir) as out,
+        tempfile.TemporaryFile(dir=workdir) as err,
+    ):
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            pass_fds=pass_fds,
+        )
         try:
             while proc.poll() is None:
                 if cancel is not None and cancel.is_set():
@@ -245,9 +315,23 @@ def _run(
             err.seek(0)
             stderr = err.read(64 * 1024).decode(errors="replace")
             raise errors.ConversionError(
-                f"{' '.join(cmd[:2])} failed (exit {proc.returncode}): "
-                f"{stderr.strip()}"
+                f"{what} failed (exit {proc.returncode}): {stderr.strip()}"
             )
+        out.seek(0)
+        return out.read(1024 * 1024)
+
+
+def _private_copy(fd: int, workdir: Path, size: int) -> Path:
+    """A copy of the volume that only this process can change."""
+    _check_space(workdir, size + _OVERHEAD)
+    dest = workdir / "source"
+    with (
+        os.fdopen(os.dup(fd), "rb") as src,
+        open(dest, "xb") as out,
+    ):
+        src.seek(0)
+        shutil.copyfileobj(src, out, 1024 * 1024)
+    return dest
 
 
 def convert(
@@ -260,10 +344,19 @@ def convert(
 ) -> Path:
     """Convert ``source`` to ``disk_format`` in ``workdir``.
 
+    The volume is opened once; its header is inspected through that open
+    file, and qemu-img gets the same file (``/dev/fd/N``), told never to
+    open a backing file, and confined so that it can open no other file
+    (:mod:`volume_image.pipeline.confine`): a header rewritten after the
+    inspection can make the conversion fail, never copy a host file into
+    the image.  Where the kernel cannot confine qemu-img, the volume is
+    first copied into ``workdir``, and the copy, which nobody else can
+    write, is what is inspected and converted.
+
     :param source: a file or block device path.
     :param source_format: its format, given to qemu-img explicitly.
     :param disk_format: a key of :data:`CONVERTIBLE_FORMATS`.
-    :param workdir: an existing temporary directory the caller removes.
+    :param workdir: an existing private directory the caller removes.
     :param cancel: set to stop the conversion.
     :returns: the converted file.
     :raises InsufficientSpace: ``workdir`` is too small.
@@ -274,32 +367,20 @@ def convert(
     :raises UploadCancelled: ``cancel`` was set.
     """
     fmt = CONVERTIBLE_FORMATS[disk_format]
-    check_format(source, source_format)
-    info = qemu_img_info(source, source_format)
-    if info.backing_file:
-        # the inspector already refuses these; qemu-img is asked too
-        raise errors.UnsafeSource(
-            f"{os.fspath(source)} has a backing file; refusing to convert it"
-        )
-    # allocated bytes bound the output of every target format; a sparse
-    # volume needs only what it really holds
-    actual = info.disk_size or info.virtual_size or 0
-    _check_space(workdir, int(actual) + _OVERHEAD)
+    shown = os.fspath(source)
     dest = workdir / f"image.{disk_format}"
-    _run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            source_format,
-            "-O",
-            fmt,
-            os.fspath(source),
-            os.fspath(dest),
-        ],
-        workdir,
-        cancel,
-    )
+    landlock = confine.available()
+    with _opened(source) as fd:
+        if landlock:
+            _convert_fd(fd, shown, source_format, fmt, dest, cancel, True)
+        else:
+            size = os.fstat(fd).st_size or _device_size(fd)
+            copy = _private_copy(fd, workdir, size)
+            with _opened(copy) as copy_fd:
+                _convert_fd(
+                    copy_fd, shown, source_format, fmt, dest, cancel, False
+                )
+            copy.unlink()
     try:
         check_format(dest, fmt)
     except errors.UnsafeSource as exc:
@@ -307,6 +388,41 @@ def convert(
             f"converted to {fmt}, but the result does not pass as {fmt}: {exc}"
         ) from exc
     return dest
+
+
+def _device_size(fd: int) -> int:
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+def _convert_fd(
+    fd: int,
+    shown: str,
+    source_format: str,
+    fmt: str,
+    dest: Path,
+    cancel: threading.Event | None,
+    landlock: bool,
+) -> None:
+    check_format(f"/proc/self/fd/{fd}", source_format, shown=shown)
+    info = qemu_img_info(fd, source_format, landlock=landlock)
+    if info.backing_file:
+        # the inspector already refuses these; qemu-img is asked too
+        raise errors.UnsafeSource(
+            f"{shown} has a backing file; refusing to convert it"
+        )
+    # allocated bytes bound the output of every target format; a sparse
+    # volume needs only what it really holds
+    actual = info.disk_size or info.virtual_size or 0
+    workdir = dest.parent
+    _check_space(workdir, int(actual) + _OVERHEAD)
+    argv = ["qemu-img", "convert", "-O", fmt, _source_spec(fd, source_format)]
+    _run(
+        _confined([*argv, os.fspath(dest)], fd, workdir, landlock),
+        workdir,
+        cancel,
+        pass_fds=(fd,),
+        what="qemu-img convert",
+    )
 
 
 def compress(

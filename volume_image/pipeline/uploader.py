@@ -620,7 +620,9 @@ class Uploader:
         """Convert and compress as the formats ask; return what to send."""
         payload = src
         fmt = meta.disk_format
-        if fmt != source_format:
+        # a header is inspected, and qemu-img rewrites the image from
+        # what it read, also when the format stays: never sent unread
+        if fmt != source_format or source_format != "raw":
             if fmt not in convert.CONVERTIBLE_FORMATS:
                 raise errors.ConversionError(
                     f"cannot convert to disk_format {fmt!r}; supported: "
