@@ -124,6 +124,35 @@ def test_list_follows_pages(rmock: requests_mock.Mocker) -> None:
 
 
 @pytest.mark.parametrize(
+    "href",
+    [
+        "http://evil.test/v3/p1/types?marker=1",
+        "https://cinder.test/v3/p1/types?marker=1",  # another scheme
+        "http://cinder.test:8776/v3/p1/types?marker=1",  # another port
+        "//evil.test/types?marker=1",
+        "http:evil.test/types",
+        "/types?marker=1\r\nX-Evil: 1",
+    ],
+)
+def test_a_next_link_to_another_origin_is_not_followed(
+    rmock: requests_mock.Mocker, href: str
+) -> None:
+    """The token goes wherever a request goes: a page link is followed
+    only on the endpoint's scheme, host and port.
+    """
+    rmock.get(
+        CINDER + "/types?is_public=None",
+        json={
+            "volume_types": [{"id": "1"}],
+            "volume_types_links": [{"rel": "next", "href": href}],
+        },
+    )
+    with pytest.raises(errors.BlockStorageError, match="not followed"):
+        blockstorage.list_volume_types(bs_adapter())
+    assert len(rmock.request_history) == 1
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"status_code": 403, "text": "forbidden"}, "admin role"),

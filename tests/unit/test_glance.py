@@ -313,3 +313,32 @@ def test_retry_after_as_an_http_date() -> None:
     )
     waited = glance.retry_after(resp)
     assert waited is not None and 55 <= waited <= 60
+
+
+def test_image_pages_follow_links_on_the_origin_only(
+    rmock: requests_mock.Mocker, client: glance.GlanceClient
+) -> None:
+    """Glance's "next" is followed as a path, or on the endpoint's own
+    scheme, host and port; anywhere else it would carry the token.
+    """
+    first = URL + "/v2/images?limit=200&status=saving"
+    rmock.get(first, json={"images": [{"id": "a"}],
+                           "next": "/v2/images?marker=a"})  # fmt: skip
+    rmock.get(
+        URL + "/v2/images?marker=a",
+        json={"images": [{"id": "b"}], "next": URL + "/v2/images?m=b"},
+    )
+    rmock.get(URL + "/v2/images?m=b", json={"images": [{"id": "c"}]})
+    assert [i["id"] for i in client.list_images(status="saving")] == [
+        "a",
+        "b",
+        "c",
+    ]
+    for link in ("http://evil.test/v2/images?marker=a",
+                 "https://glance.test:9292/v2/images",
+                 "//evil.test/v2/images", "/v2/images?\nx"):  # fmt: skip
+        rmock.reset_mock()
+        rmock.get(first, json={"images": [], "next": link})
+        with pytest.raises(errors.GlanceRequestError, match="not followed"):
+            client.list_images(status="saving")
+        assert rmock.call_count == 1

@@ -13,6 +13,7 @@ from keystoneauth1 import exceptions as ks_exc
 
 from volume_image import errors
 from volume_image.clients import _transport
+from volume_image.core.text import printable
 
 __all__ = ["list_volume_types"]
 
@@ -46,7 +47,9 @@ def list_volume_types(
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
-        doc = _get(adapter, url, endpoint, max_response_bytes, answer_deadline)
+        doc, page_url = _get(
+            adapter, url, endpoint, max_response_bytes, answer_deadline
+        )
         page = doc.get("volume_types") if isinstance(doc, dict) else None
         if not isinstance(page, list):
             raise errors.BlockStorageError(
@@ -57,6 +60,14 @@ def list_volume_types(
         next_url = _next_link(doc)
         if next_url is None:
             return {"volume_types": types}
+        why = _transport.foreign_link(next_url, page_url)
+        if why is not None:
+            raise errors.BlockStorageError(
+                f"GET {url} answered a next-page link "
+                f"{printable(next_url)[:200]!r} that was not followed: {why}; "
+                "credentials never go to another address",
+                endpoint=endpoint,
+            )
         url = next_url
     raise errors.BlockStorageError(
         f"GET /types kept paging past {_MAX_PAGES} pages",
@@ -78,7 +89,8 @@ def _get(
     endpoint: str | None,
     cap: int,
     answer_deadline: float,
-) -> Any:
+) -> tuple[Any, str]:
+    """The JSON of one page, and the URL that answered it."""
     try:
         resp = _transport.send(
             adapter,
@@ -151,7 +163,7 @@ def _get(
             endpoint=endpoint,
         )
     try:
-        return resp.json()
+        return resp.json(), resp.url
     except ValueError as exc:
         raise errors.BlockStorageError(
             f"{what} answered 200 with a body that is not JSON",

@@ -510,6 +510,14 @@ class GlanceClient:
             nxt = doc.get("next")
             if not nxt:
                 return found
+            why = _transport.foreign_link(str(nxt), resp.url)
+            if why is not None:
+                raise errors.GlanceRequestError(
+                    f"GET /v2/images answered a next-page link "
+                    f"{printable(str(nxt))[:200]!r} that was not followed: "
+                    f"{why}; credentials never go to another address",
+                    endpoint=self.endpoint,
+                )
             path = str(nxt)
         raise errors.GlanceRequestError(
             f"GET /v2/images kept paging past {_MAX_PAGES} pages",
