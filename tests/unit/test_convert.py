@@ -197,3 +197,29 @@ def test_qemu_img_info_runs_under_the_prlimit(
     with pytest.raises(errors.ConversionError) as caught:
         convert.qemu_img_info(images["qcow2"], "qcow2")
     assert "cpu=30 as=1048576" in str(caught.value)
+
+
+def test_stale_workdir_sweep_survives_hostile_names(tmp_path: Path) -> None:
+    """Any local user can name directories in a shared conversion_dir:
+    only make_workdir's names whose process is gone are removed, and no
+    name breaks the sweep (it runs at every upload and at do_setup).
+    """
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"volume_image-{gone.pid}-abc"
+    live = convert.make_workdir(str(tmp_path))
+    hostile = [
+        "volume_image-99999999999999999999-x",
+        "volume_image-\u00b2-x",
+        "volume_image-\u0663-x",  # an Arabic-Indic digit: int() takes it
+        "volume_image-0-x",
+        "volume_image--x",
+    ]
+    for name in [dead.name, *hostile]:
+        (tmp_path / name).mkdir()
+    (tmp_path / f"volume_image-{gone.pid}-file").write_text("")
+    assert convert.sweep_stale_workdirs(str(tmp_path)) == [dead]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(
+        [live.name, *hostile, f"volume_image-{gone.pid}-file"]
+    )

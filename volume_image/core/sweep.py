@@ -100,12 +100,14 @@ class Selection:
 
 
 def parse_pid(text: object) -> int | None:
-    """A PID tag's value, or None unless it is 1 to 7 ASCII digits."""
+    """A PID's text as a number, or None unless it is 1 to 7 ASCII digits
+    naming a process (not 0).
+    """
     if not isinstance(text, str) or not 0 < len(text) <= _PID_DIGITS:
         return None
     if not all("0" <= char <= "9" for char in text):
         return None
-    return int(text)
+    return int(text) or None
 
 
 def parse_age(text: str) -> float:

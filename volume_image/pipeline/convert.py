@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volume_image import errors
+from volume_image.core import sweep
 from volume_image.pipeline import confine, offload
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ QEMU_IMG_LIMITS = {"cpu_time": 30, "address_space": 1024**3}
 LOG = logging.getLogger(__name__)
 
 # a work directory names the process that made it, so that one left by a
-# killed process can be told from one in use
-_WORKDIR = re.compile(r"^volume_image-(\d+)-")
+# killed process can be told from one in use; anyone may create names in
+# a shared conversion_dir, so the PID is parsed strictly (sweep.parse_pid)
+_WORKDIR = re.compile(r"^volume_image-([^-]*)-")
 
 # metadata headroom on top of the data itself
 _OVERHEAD = 16 * 1024 * 1024
@@ -98,9 +100,11 @@ def make_workdir(parent: str) -> Path:
 
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (another user's too)."""
+    if pid <= 0:  # 0 and negatives name process groups
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # another user's live process
         return True
@@ -123,9 +127,10 @@ def sweep_stale_workdirs(parent: str) -> list[Path]:
         return removed
     for entry in entries:
         match = _WORKDIR.match(entry.name)
-        if not match or not entry.is_dir(follow_symlinks=False):
-            continue
-        if process_alive(int(match.group(1))):
+        pid = sweep.parse_pid(match.group(1)) if match else None
+        if pid is None or not entry.is_dir(follow_symlinks=False):
+            continue  # not a name make_workdir gives
+        if process_alive(pid):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         LOG.info("removed %s, left by a process that is gone", entry.path)
