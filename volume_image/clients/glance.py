@@ -672,7 +672,7 @@ class GlanceClient:
             "x-openstack-image-size": str(size),
         }
         if store_id is not None:
-            headers["X-Image-Meta-Store"] = store_id
+            headers[stores.STORE_HEADER] = store_id
         if base_image_ref is not None:
             headers["x-openstack-base-image-ref"] = base_image_ref
         what = f"PUT /v2/images/{image_id}/file"
