@@ -248,11 +248,13 @@ def build_parser(
     p.add_argument(
         "--image-id",
         metavar="ID",
+        type=_image_id,
         help="fill this existing 'queued' image instead of creating one",
     )
     p.add_argument(
         "--base-image",
         metavar="ID",
+        type=_image_id,
         help="the image the volume was created from: when no store is "
         "named, the new image goes to every writable store holding it "
         "(uploaded to one, copied to the others with Glance's "
@@ -311,6 +313,16 @@ def build_parser(
     _add_format(p)
     p.set_defaults(func=cmd_check_glance_config)
     return parser
+
+
+def _image_id(text: str) -> str:
+    """An argparse type: a Glance image id (a UUID), nothing else."""
+    if not placement.is_image_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{ascii(text)[:80]} is not an image id (a UUID such as "
+            "0f0e0d0c-0b0a-4909-8807-060504030201)"
+        )
+    return text
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:

@@ -391,6 +391,14 @@ class Uploader:
             was sent; :class:`~volume_image.errors.ColocationError` in
             strict co-location.
         """
+        for name, ref in (
+            ("image_id", image_id),
+            ("base_image_ref", base_image_ref),
+        ):
+            if ref is not None and not placement.is_image_ref(ref):
+                raise ValueError(
+                    f"{name} {ascii(ref)[:80]} is not an image id"
+                )
         job = _Job(
             src=source if isinstance(source, Source) else Source(source),
             meta=meta,
