@@ -838,9 +838,10 @@ def cmd_check_glance_config(ctx: Context) -> int:
     """``check-glance-config``: check Glance's multi-store files."""
     try:
         conf = glance_config.read(ctx.args.paths, ctx.args.config_dir)
+        # values are substituted as they are checked: a cycle is found here
+        findings = glance_config.check(conf)
     except glance_config.ConfigReadError as exc:
         raise UsageError(str(exc)) from exc
-    findings = glance_config.check(conf)
     if ctx.args.format == "json":
         ctx.print_json(
             {
