@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
 import requests_mock
 from keystoneauth1 import adapter, session
 
@@ -218,3 +219,35 @@ def test_audit_from_a_deeply_nested_file_is_a_usage_error(
     assert code == 2, err.getvalue()
     assert "nested too deeply" in err.getvalue()
     assert "Traceback" not in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (
+            {"exc": requests.exceptions.ConnectTimeout},
+            "Keystone is unavailable",
+        ),
+        ({"status_code": 503, "text": "down"}, "Keystone is unavailable"),
+        ({"status_code": 401, "text": "no"}, "check the user, password"),
+    ],
+)
+def test_keystone_failures_are_keystones(
+    rmock: requests_mock.Mocker, answer: dict[str, object], words: str
+) -> None:
+    """audit never blames the block-storage API for Keystone."""
+    from keystoneauth1.identity import v3
+
+    auth_url = "http://keystone.test:5000/v3"
+    rmock.post(auth_url + "/auth/tokens", **answer)
+    auth = v3.Password(
+        auth_url=auth_url, username="u", password="p", project_name="p",
+        user_domain_id="default", project_domain_id="default",
+    )  # fmt: skip
+    bs = adapter.Adapter(
+        session.Session(auth=auth, timeout=5), endpoint_override=CINDER
+    )
+    with pytest.raises(errors.BlockStorageError, match=words) as info:
+        blockstorage.list_volume_types(bs)
+    assert "block-storage API" not in str(info.value)
+    assert not [r for r in rmock.request_history if "cinder" in r.url]

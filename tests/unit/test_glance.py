@@ -272,6 +272,13 @@ def test_keystone_down_is_named_and_asked_once(
     assert "Glance is unavailable" not in str(info.value)
     tokens = [r for r in rmock.request_history if "auth/tokens" in r.url]
     assert len(tokens) == 1
+    # a 5xx is an outage: retry later, not "check the password"
+    assert isinstance(info.value, errors.GlanceUnavailable)
+    assert "Keystone is unavailable" in str(info.value)
+    assert "password" not in str(info.value)
+    rmock.post(auth_url + "/auth/tokens", status_code=401, text="no")
+    with pytest.raises(errors.GlanceAuthError, match="password"):
+        client.get_store_catalog()
 
 
 def test_deep_json_from_glance_is_a_glance_error(

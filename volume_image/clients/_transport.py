@@ -30,6 +30,7 @@ __all__ = [
     "describe_failure",
     "endpoint_of",
     "foreign_link",
+    "is_outage",
     "keystone_detail",
     "read_capped",
     "send",
@@ -260,6 +261,13 @@ def describe_failure(exc: Exception) -> str:
         if marker in text:
             return "the connection was cut"
     return text
+
+
+def is_outage(status: int | None) -> bool:
+    """Whether an HTTP status says the service cannot answer now (5xx,
+    429), rather than that the request is wrong.
+    """
+    return status is not None and (status >= 500 or status == 429)
 
 
 def keystone_detail(exc: ks_exc.HttpError) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
@@ -43,6 +44,7 @@ def list_volume_types(
         pages joined.
     :raises BlockStorageError: the API cannot be asked or refused.
     """
+    _authenticate(adapter)
     endpoint = _transport.endpoint_of(adapter)
     url = "/types?is_public=None"
     types: list[Any] = []
@@ -73,6 +75,44 @@ def list_volume_types(
         f"GET /types kept paging past {_MAX_PAGES} pages",
         endpoint=endpoint,
     )
+
+
+def _authenticate(adapter: ks_adapter.Adapter) -> None:
+    """Get a token first, on its own: a Keystone failure is then reported
+    as Keystone's, never as the block-storage API's.  The auth plugin
+    caches the token, so this costs no request while it is valid.
+    """
+    auth = adapter.auth or adapter.session.auth
+    if auth is None:
+        return
+    what = "getting a token to list volume types"
+    try:
+        adapter.get_token()
+    except ks_exc.HttpError as exc:
+        status = exc.http_status
+        detail = _transport.keystone_detail(exc)
+        if _transport.is_outage(status):
+            text = f"Keystone is unavailable: {what}: it answered {status}"
+        else:
+            text = f"Keystone refused {what} ({status})"
+            if status in (401, 403):
+                text += "; check the user, password, project and domains"
+        raise errors.BlockStorageError(
+            f"{text}: {detail}", status_code=status
+        ) from exc
+    except (
+        ks_exc.ConnectionError,
+        ks_exc.RequestTimeout,
+        requests.RequestException,
+    ) as exc:
+        raise errors.BlockStorageError(
+            f"Keystone is unavailable: {what} failed: "
+            f"{_transport.describe_failure(exc)}; check the auth URL"
+        ) from exc
+    except ks_exc.ClientException as exc:
+        raise errors.BlockStorageError(
+            f"cannot authenticate: {what}: {exc}"
+        ) from exc
 
 
 def _next_link(doc: dict[str, Any]) -> str | None:

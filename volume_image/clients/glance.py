@@ -714,6 +714,14 @@ def _translate(
         )
         # keystoneauth's message repeats the status and request id
         detail = _transport.keystone_detail(exc)
+        if _transport.is_outage(status):
+            return errors.GlanceUnavailable(
+                f"Keystone is unavailable: it answered {status} ({detail}) "
+                f"while a token was requested to {what}; retry later",
+                status_code=status,
+                request_id=exc.request_id,
+                endpoint=endpoint,
+            )
         return cls(
             f"Keystone refused the authentication ({status}: {detail}) "
             f"while trying to {what}: check the user, password, project "
