@@ -650,3 +650,26 @@ def test_a_volume_in_the_disk_format_is_inspected_too(
             vol, meta, source_format="qcow2"
         )
     assert not [r for r in glance_mock.request_history if r.method == "PUT"]
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout],
+)
+def test_a_timed_out_put_is_never_sent_again(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    timeout: type[Exception],
+) -> None:
+    """A Glance that stopped reading for upload_read_timeout would only
+    cost that long again: the PUT is sent once, with retries left.
+    """
+    glance_mock.put(IMG + "/file", exc=timeout)
+    glance_mock.get(IMG, json={"id": "i1", "status": "queued"})
+    with pytest.raises(errors.GlanceUnavailable) as info:
+        make(client, upload_retries=3).upload(vol, upload.ImageMeta("x"))
+    assert info.value.timed_out
+    puts = [r for r in glance_mock.request_history if r.method == "PUT"]
+    assert len(puts) == 1
+    assert glance_mock.request_history[-1].method == "DELETE"
