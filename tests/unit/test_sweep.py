@@ -157,6 +157,26 @@ def test_records_follow_the_lock(tmp_path: Path) -> None:
     assert not (tmp_path / "etc").exists()
 
 
+def test_records_in_a_directory_others_may_write_prove_nothing(
+    tmp_path: Path,
+) -> None:
+    """Anyone may create the directory first in a shared /tmp: a record
+    there must not tell the sweep to delete an image, nor a FIFO hang it.
+    """
+    image_id = str(uuid.uuid4())
+    where = records.directory(str(tmp_path))
+    where.mkdir(mode=0o700)
+    (where / f"{image_id}.json").write_text("{}")
+    os.mkfifo(where / f"{uuid.uuid4()}.json")
+    assert records.scan(str(tmp_path)) == {image_id: sweep.RECORD}
+    where.chmod(0o777)
+    assert records.scan(str(tmp_path)) == {}
+    other = str(uuid.uuid4())
+    records.hold(str(tmp_path), other)  # refused, logged: no record
+    records.drop(other)
+    assert not (where / f"{other}.json").exists()
+
+
 def _hold_and_die(where: str, image_id: str) -> None:
     records.hold(where, image_id)
     os._exit(0)

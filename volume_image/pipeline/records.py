@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -47,6 +48,23 @@ def directory(conversion_dir: str | None) -> Path:
     return parent / "volume_image-records"
 
 
+def _trusted(where: Path) -> bool:
+    """Whether a record directory can be believed: a real directory of
+    this user that nobody else may write to (a shared ``conversion_dir``
+    such as /tmp lets anyone create one first, and a record there would
+    tell the sweep to delete an image).
+    """
+    try:
+        info = os.lstat(where)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and not info.st_mode & 0o022
+    )
+
+
 def hold(conversion_dir: str | None, image_id: str) -> None:
     """Record that this process is uploading into ``image_id``, and hold
     the record's lock until :func:`drop` or :func:`release`.
@@ -61,6 +79,10 @@ def hold(conversion_dir: str | None, image_id: str) -> None:
     path = where / (image_id + _SUFFIX)
     try:
         where.mkdir(mode=0o700, exist_ok=True)
+        if not _trusted(where):
+            raise PermissionError(
+                errno.EPERM, "not a private directory of this user", where
+            )
         fd = os.open(
             path,
             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -125,8 +147,14 @@ def scan(conversion_dir: str | None) -> dict[str, str]:
     proves nothing.
     """
     found: dict[str, str] = {}
+    where = directory(conversion_dir)
+    if not _trusted(where):
+        if where.exists():
+            LOG.warning("%s is not a private directory of this user: its "
+                        "records prove nothing", where)  # fmt: skip
+        return found
     try:
-        entries = list(os.scandir(directory(conversion_dir)))
+        entries = list(os.scandir(where))
     except OSError:
         return found
     for entry in entries:
@@ -135,11 +163,15 @@ def scan(conversion_dir: str | None) -> dict[str, str]:
             continue
         try:
             fd = os.open(
-                entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                entry.path,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
             )
         except OSError:
             continue
         try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue  # not a record this user wrote
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
@@ -158,7 +190,9 @@ def forget(conversion_dir: str | None, image_id: str) -> None:
         return
     path = directory(conversion_dir) / (image_id + _SUFFIX)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(
+            path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        )
     except OSError:
         return
     try:
