@@ -568,12 +568,9 @@ def cmd_sweep(ctx: Context) -> int:
         project=_project(ctx) if args.host is not None else None,
         host=args.host,
     )
+    # a record is removed only with its image: an image this caller
+    # cannot list may still be stuck, and the record is the only proof
     found = picked.found
-    stuck = {str(image.get("id")) for image in images}
-    for image_id, state in local.items():
-        # a dead upload's record whose image is no longer stuck: settled
-        if state == sweep.RECORD and image_id not in stuck:
-            records.forget(ctx.settings.conversion_dir, image_id)
     deleted: dict[str, str] = {}
     if args.delete:
         for item in found:
