@@ -243,13 +243,6 @@ class CopyAnswer:
     request_id: str | None = None
 
 
-def _deleted_already(resp: requests.Response) -> bool:
-    """Glance's answer to a DELETE that another one won: 400 "Image
-    status transition from deleted to deleted is not allowed".
-    """
-    return resp.status_code == 400 and "deleted to deleted" in resp.text
-
-
 class GlanceClient:
     """A small Glance v2 client for store discovery and image upload.
 
@@ -698,6 +691,13 @@ class GlanceClient:
                 store_id=store_id,
                 image_id=image_id,
             )
+
+
+def _deleted_already(resp: requests.Response) -> bool:
+    """Glance's answer to a DELETE that another one won: 400 "Image
+    status transition from deleted to deleted is not allowed".
+    """
+    return resp.status_code == 400 and "deleted to deleted" in resp.text
 
 
 def _translate(
