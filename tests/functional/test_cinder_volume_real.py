@@ -544,6 +544,27 @@ def test_base_image_ref_comes_from_the_volumes_glance_metadata(
     assert image is not None and image["status"] == "active"
 
 
+def test_a_base_image_ref_that_is_not_an_image_id_is_not_used(
+    stack: Stack,
+) -> None:
+    """Glance metadata comes from image properties an owner sets: a CR/LF
+    there is logged and skipped, and the upload goes on, as without one.
+    """
+    volume = stack.volume("ours", {KEY: "cheap"}, 1)
+    stack.rest.call(
+        "POST",
+        f"/volumes/{volume.id}/action",
+        {"os-set_image_metadata": {"metadata": {"image_id": "x\r\nX-Y: 1"}}},
+    )
+    image_id = stack.upload(volume)
+    assert stack.finish(volume)["status"] == "available"
+    log = stack.stack.service_log("cinder-volume").read_text()
+    assert "which is not an image id" in log
+    assert f"to image {image_id} (raw/bare, base image None)" in log
+    image = stack.image(image_id)
+    assert image is not None and image["status"] == "active"
+
+
 def test_colocates_with_a_base_image_in_cheap_only(stack: Stack) -> None:
     """Co-location is on in this stack: a volume whose glance metadata
     names a base image held by ``cheap`` only, and whose type names no

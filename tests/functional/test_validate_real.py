@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import requests
 from harness import launcher
 from volume_image import errors
 from volume_image.core import validation
+from volume_image.pipeline import records
 
 from .conftest import count_requests, make_client
 
@@ -300,42 +302,53 @@ def test_upload_cli_failures(
 
 
 def test_sweep_finds_and_deletes_only_our_leftovers(
-    glance_server: launcher.GlanceServer,
+    glance_server: launcher.GlanceServer, tmp_path: Path
 ) -> None:
-    """Images a killed upload left behind (tagged, dead process) are found
-    and, with --delete, removed; an untagged one is never touched.
+    """Only an image whose upload record on this host is unlocked (its
+    process is gone) is found and, with --delete, removed; one whose
+    record is locked (a live upload), and tagged ones with no record
+    (owner-set, or copied by Cinder from another image), never are.
     """
     gone = subprocess.Popen(["true"])
     gone.wait()
+    here = socket.gethostname()
+    env = {"TMPDIR": str(tmp_path)}  # conversion_dir, so the records
 
     def create(props: dict[str, str]) -> str:
-        body = {"name": "left", "disk_format": "raw",
+        image_id = str(uuid.uuid4())
+        body = {"id": image_id, "name": "left", "disk_format": "raw",
                 "container_format": "bare", **props}  # fmt: skip
+        if props:
+            body["volume_image_upload"] = image_id
         resp = requests.post(f"{glance_server.url}/v2/images", json=body,
                              timeout=30)  # fmt: skip
         assert resp.status_code == 201, resp.text
         return str(resp.json()["id"])
 
-    ours = create({"volume_image_host": socket.gethostname(),
-                   "volume_image_pid": str(gone.pid)})  # fmt: skip
-    running = create({"volume_image_host": socket.gethostname(),
-                      "volume_image_pid": str(os.getpid())})  # fmt: skip
+    tags = {"volume_image_host": here, "volume_image_pid": str(gone.pid)}
+    ours, running, copied = create(tags), create(tags), create(tags)
     theirs = create({})
-    r = cli(*noauth(glance_server.url), "sweep", "--older-than", "0",
-            "--format", "json")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    listed = {item["image_id"] for item in json.loads(r.stdout)}
-    assert ours in listed
-    assert running not in listed and theirs not in listed
-    r = cli(*noauth(glance_server.url), "sweep", "--older-than", "1h")
-    assert ours not in r.stdout  # too young
-    r = cli(*noauth(glance_server.url), "sweep", "--older-than", "0s",
-            "--delete")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert ours in r.stdout and "deleted" in r.stdout
+    records.hold(str(tmp_path), ours)
+    records.release(ours)
+    records.hold(str(tmp_path), running)
+    try:
+        r = cli(*noauth(glance_server.url), "sweep", "--older-than", "0",
+                "--format", "json", env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        listed = {item["image_id"] for item in json.loads(r.stdout)}
+        assert listed == {ours}
+        r = cli(*noauth(glance_server.url), "sweep", "--older-than", "1h",
+                env=env)  # fmt: skip
+        assert ours not in r.stdout  # too young
+        r = cli(*noauth(glance_server.url), "sweep", "--older-than", "0s",
+                "--delete", env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert ours in r.stdout and "deleted" in r.stdout
+    finally:
+        records.drop(running)
     status = requests.get(f"{glance_server.url}/v2/images/{ours}", timeout=30)
     assert status.status_code == 404
-    for keep in (running, theirs):
+    for keep in (running, copied, theirs):
         assert (
             requests.get(
                 f"{glance_server.url}/v2/images/{keep}", timeout=30

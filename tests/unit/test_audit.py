@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
 import requests_mock
 from keystoneauth1 import adapter, session
 
@@ -124,6 +125,35 @@ def test_list_follows_pages(rmock: requests_mock.Mocker) -> None:
 
 
 @pytest.mark.parametrize(
+    "href",
+    [
+        "http://evil.test/v3/p1/types?marker=1",
+        "https://cinder.test/v3/p1/types?marker=1",  # another scheme
+        "http://cinder.test:8776/v3/p1/types?marker=1",  # another port
+        "//evil.test/types?marker=1",
+        "http:evil.test/types",
+        "/types?marker=1\r\nX-Evil: 1",
+    ],
+)
+def test_a_next_link_to_another_origin_is_not_followed(
+    rmock: requests_mock.Mocker, href: str
+) -> None:
+    """The token goes wherever a request goes: a page link is followed
+    only on the endpoint's scheme, host and port.
+    """
+    rmock.get(
+        CINDER + "/types?is_public=None",
+        json={
+            "volume_types": [{"id": "1"}],
+            "volume_types_links": [{"rel": "next", "href": href}],
+        },
+    )
+    with pytest.raises(errors.BlockStorageError, match="not followed"):
+        blockstorage.list_volume_types(bs_adapter())
+    assert len(rmock.request_history) == 1
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"status_code": 403, "text": "forbidden"}, "admin role"),
@@ -189,3 +219,35 @@ def test_audit_from_a_deeply_nested_file_is_a_usage_error(
     assert code == 2, err.getvalue()
     assert "nested too deeply" in err.getvalue()
     assert "Traceback" not in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (
+            {"exc": requests.exceptions.ConnectTimeout},
+            "Keystone is unavailable",
+        ),
+        ({"status_code": 503, "text": "down"}, "Keystone is unavailable"),
+        ({"status_code": 401, "text": "no"}, "check the user, password"),
+    ],
+)
+def test_keystone_failures_are_keystones(
+    rmock: requests_mock.Mocker, answer: dict[str, object], words: str
+) -> None:
+    """audit never blames the block-storage API for Keystone."""
+    from keystoneauth1.identity import v3
+
+    auth_url = "http://keystone.test:5000/v3"
+    rmock.post(auth_url + "/auth/tokens", **answer)
+    auth = v3.Password(
+        auth_url=auth_url, username="u", password="p", project_name="p",
+        user_domain_id="default", project_domain_id="default",
+    )  # fmt: skip
+    bs = adapter.Adapter(
+        session.Session(auth=auth, timeout=5), endpoint_override=CINDER
+    )
+    with pytest.raises(errors.BlockStorageError, match=words) as info:
+        blockstorage.list_volume_types(bs)
+    assert "block-storage API" not in str(info.value)
+    assert not [r for r in rmock.request_history if "cinder" in r.url]

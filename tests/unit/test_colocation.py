@@ -507,7 +507,10 @@ def test_a_changed_image_is_an_integrity_error(
 def test_cli_strict_flag_and_report(
     glance_mock: requests_mock.Mocker, vol: Path
 ) -> None:
-    glance_mock.get(BASE, json={"id": "b1", "stores": "fast,cheap"})
+    base = "0f0e0d0c-0b0a-4909-8807-060504030201"  # the CLI takes only ids
+    glance_mock.get(
+        f"{URL}/v2/images/{base}", json={"id": base, "stores": "fast,cheap"}
+    )
     glance_mock.post(
         IMG + "/import",
         status_code=403,
@@ -515,7 +518,7 @@ def test_cli_strict_flag_and_report(
     )
     glance_mock.get(IMG, json=active(store="fast"))
     args = ["--os-auth-type", "none", "--os-endpoint", URL, "upload"]
-    args += [str(vol), "--name", "x", "--base-image", "b1"]
+    args += [str(vol), "--name", "x", "--base-image", base]
     out, err = io.StringIO(), io.StringIO()
     assert cli.main(args, out=out, err=err) == 0, err.getvalue()
     assert "uploaded to fast; not copied to cheap: not permitted" in (
@@ -578,3 +581,49 @@ def test_a_poll_that_fails_once_is_asked_again(
     assert [(c.store, c.status) for c in result.colocation.copies] == [
         ("cheap", "copied")
     ]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "0f0e0d0c-0b0a-4909-8807-060504030201\r\nX-Evil: 1",
+        "../info/stores",
+        "b1",
+        "0f0e0d0c-0b0a-4909-8807-06050403020\u0661",
+        "",
+    ],
+)
+def test_a_base_image_that_is_not_an_image_id(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    ref: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On the command line, a usage error before any request; in a
+    volume's glance metadata (inside cinder-volume), not used: the upload
+    goes on without co-location.
+    """
+    glance_mock.reset_mock()
+    args = ["--os-auth-type", "none", "--os-endpoint", URL, "upload"]
+    for flag in ("--base-image", "--image-id"):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main([*args, str(vol), "--name", "x", flag, ref],
+                        out=out, err=err)  # fmt: skip
+        said = err.getvalue() + capsys.readouterr().err  # argparse's
+        assert code == 2 and "not an image id" in said
+        assert "Traceback" not in said
+    assert glance_mock.request_history == []
+    assert placement.base_image_of({"image_id": ref}) == (
+        None,
+        f"its glance metadata names base image {ref!a}, which is not "
+        "an image id",
+    )
+    good = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    assert placement.base_image_of({"image_id": good}) == (good, None)
+    assert placement.base_image_of(None) == (None, None)
+    if ref != "b1":
+        with pytest.raises(ValueError, match="not an image id"):
+            uploader(client).upload(
+                vol, upload.ImageMeta("x"), base_image_ref=ref
+            )

@@ -313,3 +313,21 @@ def test_the_library_imports_no_cli_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_clouds_yaml_is_looked_for_where_openstacksdk_looks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The search list is openstacksdk's own, /etc/xdg/openstack too."""
+    from openstack.config import loader
+
+    for name in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    xdg = [p for p in loader.CONFIG_FILES if "/etc/xdg/openstack/" in p]
+    assert xdg, loader.CONFIG_FILES
+    site = tmp_path / "etc-xdg-openstack" / "clouds.yaml"
+    monkeypatch.setattr(loader, "CONFIG_FILES", [str(site)])
+    assert not _connect.clouds_wanted(["stores"])
+    site.parent.mkdir()
+    site.write_text("clouds: {}\n")
+    assert _connect.clouds_wanted(["stores"])

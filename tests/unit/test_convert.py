@@ -4,14 +4,16 @@ with qemu-img.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from volume_image import errors
-from volume_image.pipeline import convert
+from volume_image.pipeline import confine, convert
 
 
 def qemu_img(*args: str) -> None:
@@ -78,8 +80,13 @@ def test_output_check_can_fail(
     images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a qemu-img that writes qcow2 whatever it is asked for
-    def wrong_format(cmd: list[str], *args: object) -> None:
+    real = convert._run
+
+    def wrong_format(cmd: list[str], *args: Any, **kw: Any) -> bytes:
+        if "convert" not in cmd:
+            return real(cmd, *args, **kw)
         qemu_img("create", "-f", "qcow2", cmd[-1], "4M")
+        return b""
 
     monkeypatch.setattr(convert, "_run", wrong_format)
     with pytest.raises(errors.ConversionError, match="does not pass as vmdk"):
@@ -148,3 +155,104 @@ def test_conversion_failure_and_cancel(
     cancel.set()
     with pytest.raises(errors.UploadCancelled):
         convert._run(["sleep", "5"], tmp_path, cancel)
+
+
+def _evil(tmp_path: Path, kind: str, size: str) -> tuple[bytes, Path]:
+    """A qcow2 that reads ``HOST SECRET`` from a host file when qemu-img
+    follows it: an external data file, or a backing file.
+    """
+    host = tmp_path / f"host-{kind}"
+    host.write_bytes(b"\0" * 4 * 1024 * 1024)
+    evil = tmp_path / f"evil-{kind}.qcow2"
+    if kind == "datafile":
+        qemu_img(
+            "create", "-f", "qcow2", "-o",
+            f"data_file={host},data_file_raw=on,preallocation=metadata",
+            str(evil), size,
+        )  # fmt: skip
+    else:
+        qemu_img("create", "-f", "qcow2", "-b", str(host), "-F", "raw",
+                 str(evil), size)  # fmt: skip
+    host.write_bytes(b"HOST SECRET" * 100_000)
+    return evil.read_bytes(), host
+
+
+@pytest.mark.parametrize("kind", ["datafile", "backing"])
+@pytest.mark.parametrize("landlock", ["kernel", "copy"])
+def test_a_header_rewritten_after_inspection_reaches_no_host_file(
+    images: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    landlock: str,
+) -> None:
+    """The volume's writer swaps a clean qcow2 header for one naming a
+    host file after the inspection and ``qemu-img info``, right before
+    ``qemu-img convert`` starts: it must never read the host file.
+    """
+    if landlock == "copy":
+        monkeypatch.setattr(confine, "available", lambda: False)
+    evil, _ = _evil(tmp_path, kind, "4M")
+    source = images["qcow2"]
+    real = convert._run
+
+    def swap_then_run(cmd: list[str], *args: Any, **kw: Any) -> Any:
+        if "convert" in cmd:
+            with open(source, "r+b") as out:  # the same inode
+                out.write(evil)
+                out.truncate()
+        return real(cmd, *args, **kw)
+
+    monkeypatch.setattr(convert, "_run", swap_then_run)
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        out = convert.convert(source, "qcow2", "raw", work)
+    except errors.ConversionError as exc:
+        assert "HOST SECRET" not in str(exc)
+    else:
+        assert b"HOST SECRET" not in out.read_bytes()
+
+
+def test_qemu_img_info_runs_under_the_prlimit(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What qemu-img itself sees: Cinder's CPU and address-space caps."""
+    fake = tmp_path / "bin" / "qemu-img"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\necho "cpu=$(ulimit -t) as=$(ulimit -v)" >&2\nexit 1\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    # a program outside /usr cannot be run under the Landlock rules
+    monkeypatch.setattr(confine, "available", lambda: False)
+    with pytest.raises(errors.ConversionError) as caught:
+        convert.qemu_img_info(images["qcow2"], "qcow2")
+    assert "cpu=60 as=1048576" in str(caught.value)
+
+
+def test_stale_workdir_sweep_survives_hostile_names(tmp_path: Path) -> None:
+    """Any local user can name directories in a shared conversion_dir:
+    only make_workdir's names whose process is gone are removed, and no
+    name breaks the sweep (it runs at every upload and at do_setup).
+    """
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"volume_image-{gone.pid}-abc"
+    live = convert.make_workdir(str(tmp_path))
+    hostile = [
+        "volume_image-99999999999999999999-x",
+        "volume_image-\u00b2-x",
+        "volume_image-\u0663-x",  # an Arabic-Indic digit: int() takes it
+        "volume_image-0-x",
+        "volume_image--x",
+    ]
+    for name in [dead.name, *hostile]:
+        (tmp_path / name).mkdir()
+    (tmp_path / f"volume_image-{gone.pid}-file").write_text("")
+    assert convert.sweep_stale_workdirs(str(tmp_path)) == [dead]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(
+        [live.name, *hostile, f"volume_image-{gone.pid}-file"]
+    )

@@ -272,6 +272,13 @@ def test_keystone_down_is_named_and_asked_once(
     assert "Glance is unavailable" not in str(info.value)
     tokens = [r for r in rmock.request_history if "auth/tokens" in r.url]
     assert len(tokens) == 1
+    # a 5xx is an outage: retry later, not "check the password"
+    assert isinstance(info.value, errors.GlanceUnavailable)
+    assert "Keystone is unavailable" in str(info.value)
+    assert "password" not in str(info.value)
+    rmock.post(auth_url + "/auth/tokens", status_code=401, text="no")
+    with pytest.raises(errors.GlanceAuthError, match="password"):
+        client.get_store_catalog()
 
 
 def test_deep_json_from_glance_is_a_glance_error(
@@ -313,3 +320,32 @@ def test_retry_after_as_an_http_date() -> None:
     )
     waited = glance.retry_after(resp)
     assert waited is not None and 55 <= waited <= 60
+
+
+def test_image_pages_follow_links_on_the_origin_only(
+    rmock: requests_mock.Mocker, client: glance.GlanceClient
+) -> None:
+    """Glance's "next" is followed as a path, or on the endpoint's own
+    scheme, host and port; anywhere else it would carry the token.
+    """
+    first = URL + "/v2/images?limit=200&status=saving"
+    rmock.get(first, json={"images": [{"id": "a"}],
+                           "next": "/v2/images?marker=a"})  # fmt: skip
+    rmock.get(
+        URL + "/v2/images?marker=a",
+        json={"images": [{"id": "b"}], "next": URL + "/v2/images?m=b"},
+    )
+    rmock.get(URL + "/v2/images?m=b", json={"images": [{"id": "c"}]})
+    assert [i["id"] for i in client.list_images(status="saving")] == [
+        "a",
+        "b",
+        "c",
+    ]
+    for link in ("http://evil.test/v2/images?marker=a",
+                 "https://glance.test:9292/v2/images",
+                 "//evil.test/v2/images", "/v2/images?\nx"):  # fmt: skip
+        rmock.reset_mock()
+        rmock.get(first, json={"images": [], "next": link})
+        with pytest.raises(errors.GlanceRequestError, match="not followed"):
+            client.list_images(status="saving")
+        assert rmock.call_count == 1

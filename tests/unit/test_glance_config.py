@@ -657,3 +657,48 @@ def test_nesting_either_way(tmp_path: Path) -> None:
     )
     assert _rules(findings) == ["nested-datadir"]
     assert findings[0].section == "cheap"
+
+
+_CHAIN = "".join(f"a{i} = $a{i + 1}$a{i + 1}\n" for i in range(40))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[fast]\nfilesystem_store_datadir = $x\n[DEFAULT]\nx = $x\n",
+         "refers to itself"),
+        ("[fast]\nfilesystem_store_datadir = $p\n"
+         "[DEFAULT]\np = $q\nq = ${{p}}\n", "refers to itself"),
+        ("[fast]\nfilesystem_store_datadir = ${{DEFAULT.x}}/f\n"
+         "[DEFAULT]\nx = {root}\n", "[DEFAULT] option named with its group"),
+        # 2**40 copies of "z": refused after a few steps, not computed
+        ("[fast]\nfilesystem_store_datadir = /$a0\n[DEFAULT]\n" + _CHAIN
+         + "a40 = z\n", "grows past"),
+        ("[fast]\nfilesystem_store_datadir = /x\x00y\n", "NUL"),
+    ],
+)  # fmt: skip
+def test_values_oslo_config_refuses_are_refused(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    """As a usage error, never a RecursionError, a ValueError or minutes
+    of work.
+    """
+    path = _write(tmp_path / "g.conf", GOOD.format(root=tmp_path))
+    more = _write(tmp_path / "more.conf", extra.format(root=tmp_path))
+    code, out, err = _cli(str(path), str(more))
+    assert (code, out) == (cli.EXIT_USAGE, ""), err
+    assert message in err and "Traceback" not in err
+
+
+def test_files_are_read_bounded(tmp_path: Path) -> None:
+    big = tmp_path / "big.conf"
+    big.write_text(
+        "[DEFAULT]\n" + "# x\n" * (glance_config.MAX_FILE_BYTES // 4)
+    )
+    for path, message in (
+        (str(big), "longer than"),
+        ("/dev/zero", "not a regular file"),
+        (str(tmp_path / "g\0.conf"), "NUL"),
+    ):
+        with pytest.raises(glance_config.ConfigReadError, match=message):
+            glance_config.read([path])

@@ -485,3 +485,37 @@ def test_without_a_request_id_no_id_headers(
     assert status.startswith("400")
     assert "x-openstack-request-id" not in headers
     assert "x-compute-request-id" not in headers
+
+
+@pytest.mark.parametrize(
+    ("flags", "checked"),
+    [
+        ({"webob.is_body_readable": True}, True),
+        # the server's flag wins over webob's, as in webob
+        ({"wsgi.input_terminated": False, "webob.is_body_readable": True},
+         False),
+        ({"CONTENT_LENGTH": "0", "wsgi.input_terminated": True}, False),
+        ({"CONTENT_LENGTH": "junk", "webob.is_body_readable": True}, True),
+    ],
+)  # fmt: skip
+def test_the_body_is_read_when_webob_reads_it(
+    stores_mock: requests_mock.Mocker, flags: dict[str, Any], checked: bool
+) -> None:
+    """Whatever webob's Request.is_body_readable says Cinder reads, the
+    filter checks: a body is never let through unread and then read.
+    """
+    filt, app = make()
+    bad = json.dumps({"extra_specs": {KEY: "web"}}).encode()
+    environ = {**_no_length(bad, terminated=False), **flags}
+    readable = webob.Request(dict(environ)).is_body_readable
+    assert bool(readable) is checked
+    status: list[str] = []
+
+    def start(s: str, h: Any, exc_info: Any = None) -> None:
+        status.append(s)
+
+    b"".join(filt(environ, start))
+    if checked:
+        assert status[0].startswith("400") and app.calls == 0
+    else:
+        assert status[0].startswith("200") and app.bodies == [b""]

@@ -206,3 +206,18 @@ def test_deeply_nested_json_is_a_clean_error() -> None:
     deep = b"[" * 100000 + b"]" * 100000
     with pytest.raises(errors.BadStoreCatalog):
         stores.parse_stores(deep)
+
+
+@pytest.mark.parametrize("store_id", ["\u5b58\u50a8", "caf\u00e9-\u20ac"])
+def test_a_store_no_header_can_carry_is_invalid(store_id: str) -> None:
+    """Glance 33 lists such a store; an upload to it could only crash in
+    http.client, so it is refused as a spec with the reason.
+    """
+    cat = stores.parse_stores({"stores": [{"id": store_id}, {"id": "s"}]})
+    with pytest.raises(errors.InvalidStoreId, match="Latin-1") as info:
+        stores.check_store_id(store_id, cat)
+    assert info.value.exit_code == 3
+    assert "X-Image-Meta-Store" in info.value.message
+    # what a header carries is still a valid id
+    latin = stores.parse_stores({"stores": [{"id": "caf\u00e9"}]})
+    assert stores.check_store_id("caf\u00e9", latin).id == "caf\u00e9"

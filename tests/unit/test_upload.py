@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -601,3 +602,98 @@ def test_a_retry_waits_as_long_as_glance_asks(
     assert result.attempts == 2
     # our own backoff is 0 here: the wait is Glance's
     assert waits == [3.0]
+
+
+def test_an_upload_holds_its_record_until_its_image_settles(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient,
+    vol: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The record is the sweep's proof: held while the data flows, gone
+    once the image is active, left (unlocked) when the image could not be
+    deleted after a failure.
+    """
+    from volume_image.core import sweep
+    from volume_image.pipeline import records
+
+    where = str(tmp_path / "conv")
+    os.mkdir(where)
+    ids = iter(["0e9c5b3e-0000-4000-8000-00000000000a",
+                "0e9c5b3e-0000-4000-8000-00000000000b"])  # fmt: skip
+    seen: list[dict[str, str]] = []
+    posted: list[dict[str, object]] = []
+
+    def create(request: requests.PreparedRequest, _: object) -> object:
+        posted.append(json.loads(request.body or b"{}"))
+        return {"id": next(ids)}
+
+    def put(request: requests.PreparedRequest, context: object) -> str:
+        seen.append(records.scan(where))
+        b"".join(request.body)  # type: ignore[arg-type]
+        context.status_code = 204 if len(seen) == 1 else 413  # type: ignore[attr-defined]
+        return ""
+
+    glance_mock.post(URL + "/v2/images", status_code=201, json=create)
+    for suffix in "ab":
+        url = f"{URL}/v2/images/0e9c5b3e-0000-4000-8000-00000000000{suffix}"
+        glance_mock.put(url + "/file", text=put)
+        glance_mock.get(url, json={**active(store="fast"), "id": url[-36:]})
+        glance_mock.delete(url, status_code=403)
+    uploader = make(client, conversion_dir=where, upload_retries=0)
+    first = uploader.upload(vol, upload.ImageMeta("x"))
+    assert seen[0] == {first.image_id: sweep.RUNNING}
+    assert records.scan(where) == {}
+    assert posted[0][sweep.MARK] == posted[0]["id"]
+    with pytest.raises(errors.VolumeImageError):
+        uploader.upload(vol, upload.ImageMeta("x"))
+    assert records.scan(where) == {
+        "0e9c5b3e-0000-4000-8000-00000000000b": sweep.RECORD
+    }
+
+
+@pytest.mark.parametrize("container", ["bare", "compressed"])
+def test_a_volume_in_the_disk_format_is_inspected_too(
+    glance_mock: requests_mock.Mocker, client: glance.GlanceClient,
+    tmp_path: Path, container: str,
+) -> None:  # fmt: skip
+    """qcow2 sent as qcow2 needs no conversion, but its header is still
+    read: one naming a host file as its backing file is refused before
+    anything is created.
+    """
+    host = tmp_path / "host-secret"
+    host.write_bytes(b"HOST SECRET" * 1000)
+    vol = tmp_path / "v.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", "-b", str(host), "-F", "raw",
+         str(vol)], check=True, capture_output=True,
+    )  # fmt: skip
+    meta = upload.ImageMeta(
+        "x", disk_format="qcow2", container_format=container
+    )
+    with pytest.raises(errors.UnsafeSource, match="backing"):
+        make(client, conversion_dir=str(tmp_path)).upload(
+            vol, meta, source_format="qcow2"
+        )
+    assert not [r for r in glance_mock.request_history if r.method == "PUT"]
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout],
+)
+def test_a_timed_out_put_is_never_sent_again(
+    glance_mock: requests_mock.Mocker,
+    client: glance.GlanceClient,
+    vol: Path,
+    timeout: type[Exception],
+) -> None:
+    """A Glance that stopped reading for upload_read_timeout would only
+    cost that long again: the PUT is sent once, with retries left.
+    """
+    glance_mock.put(IMG + "/file", exc=timeout)
+    glance_mock.get(IMG, json={"id": "i1", "status": "queued"})
+    with pytest.raises(errors.GlanceUnavailable) as info:
+        make(client, upload_retries=3).upload(vol, upload.ImageMeta("x"))
+    assert info.value.timed_out
+    puts = [r for r in glance_mock.request_history if r.method == "PUT"]
+    assert len(puts) == 1
+    assert glance_mock.request_history[-1].method == "DELETE"

@@ -138,11 +138,8 @@ class StoreValidationFilter:
         kind = _route_kind(method, match)
         if kind is None:
             return self.app(environ, start_response)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length <= 0 and not environ.get("wsgi.input_terminated"):
+        length = _content_length(environ)
+        if length <= 0 and not _body_readable(environ):
             # no body, or chunked on a server that does not end the
             # input: Cinder (webob) cannot read it either, so nothing
             # can be stored
@@ -449,3 +446,31 @@ def filter_factory(
         return StoreValidationFilter(app, checker, caller_var=caller_var)
 
     return _filter
+
+
+def _content_length(environ: Mapping[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _body_readable(environ: Mapping[str, Any]) -> bool:
+    """webob's ``Request.is_body_readable``, which decides whether Cinder
+    reads the body: a Content-Length other than 0, or, without one, the
+    server's ``wsgi.input_terminated`` or else the older
+    ``webob.is_body_readable`` flag.
+    """
+    raw = environ.get("CONTENT_LENGTH")
+    try:
+        length = int(raw) if raw else None
+    except ValueError:
+        length = None
+    if length is not None:
+        return length != 0
+    return bool(
+        environ.get(
+            "wsgi.input_terminated",
+            environ.get("webob.is_body_readable", False),
+        )
+    )

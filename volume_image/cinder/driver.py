@@ -69,6 +69,7 @@ from oslo_utils import importutils
 
 from volume_image import config, errors
 from volume_image.clients import glance
+from volume_image.core import placement
 from volume_image.core.validation import StoreCatalogCache
 from volume_image.pipeline import convert
 from volume_image.pipeline.uploader import (
@@ -236,9 +237,13 @@ class _StoreAwareMixin:
         )
         settings = _settings(compress)
         client = _glance_client(context, settings)
-        base_image_ref = None
-        if volume.glance_metadata:
-            base_image_ref = volume.glance_metadata.get("image_id")
+        base_image_ref, unusable = placement.base_image_of(
+            volume.glance_metadata
+        )
+        if unusable:
+            # the owner of the image the volume came from set it: upload,
+            # without co-location, rather than fail
+            LOG.warning("volume_image: volume %s: %s", volume.id, unusable)
         try:
             # only an upload that may be copied needs the copy credentials
             copy_client = (

@@ -46,7 +46,7 @@ from volume_image.cli import commands
 from volume_image.clients import connection, glance
 from volume_image.core import deadline, glance_config, placement, specs, sweep
 from volume_image.core.text import printable
-from volume_image.pipeline import convert
+from volume_image.pipeline import records
 from volume_image.pipeline.uploader import ImageMeta, Uploader, UploadResult
 
 __all__ = [
@@ -193,22 +193,27 @@ def _add_sweep(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "sweep",
         help="find (and delete) images that killed uploads left behind",
-        description="List the images this tool created (properties "
-        "volume_image_host and volume_image_pid) that are still queued, "
-        "saving or killed and were last updated longer ago than "
-        "--older-than; an upload whose process still runs on this host "
-        "is skipped. With --delete, delete them. Glance never cleans "
-        "these itself. Images Cinder's API created are never touched.",
+        description="List the images that uploads on this host created "
+        "(each has an upload record here, under conversion_dir) and "
+        "whose upload process is gone, while the image is still queued, "
+        "saving or killed and was created longer ago than --older-than. "
+        "A live upload holds its record's lock and is never listed. "
+        "Image properties alone are never trusted. With --host, also "
+        "the images a host that is gone made in the caller's project. "
+        "With --delete, delete them. Glance never cleans these itself. "
+        "Images Cinder's API created are never touched.",
     )
     p.add_argument(
         "--older-than",
-        default="1h",
+        dest="older_than_given",
         metavar="AGE",
-        help="minimum age: seconds, or a number with s, m, h or d "
-        "(default: 1h)",
+        help="minimum age since creation: seconds, or a number with s, "
+        "m, h or d (default: 1h; required with --host)",
     )
     p.add_argument(
-        "--host", help="only images made on HOST (default: any host)"
+        "--host",
+        help="also the images made on HOST, another host that is gone "
+        "(its uploads cannot be checked from here)",
     )
     p.add_argument(
         "--delete", action="store_true", help="delete what is found"
@@ -276,11 +281,13 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-id",
         metavar="ID",
+        type=_image_id,
         help="fill this existing 'queued' image instead of creating one",
     )
     p.add_argument(
         "--base-image",
         metavar="ID",
+        type=_image_id,
         help="the image the volume was created from: when no store is "
         "named, the new image goes to every writable store holding it "
         "(uploaded to one, copied to the others with Glance's "
@@ -332,6 +339,16 @@ def _add_check_glance_config(sub: _Subparsers) -> None:
     )
     _add_format(p)
     p.set_defaults(func=cmd_check_glance_config)
+
+
+def _image_id(text: str) -> str:
+    """An argparse type: a Glance image id (a UUID), nothing else."""
+    if not placement.is_image_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{ascii(text)[:80]} is not an image id (a UUID such as "
+            "0f0e0d0c-0b0a-4909-8807-060504030201)"
+        )
+    return text
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -523,54 +540,70 @@ def cmd_validate(ctx: Context) -> int:
     return EXIT_OK
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _seconds(text: str) -> float:
-    unit = _UNITS.get(text[-1:].lower(), 0)
-    number = text[:-1] if unit else text
     try:
-        value = float(number) * (unit or 1)
+        return sweep.parse_age(text)
     except ValueError:
-        value = -1
-    if value < 0:
         raise UsageError(
             f"--older-than {text!r}: give seconds, or a number with s, m, "
-            "h or d"
-        )
-    return value
+            "h or d (finite, not negative)"
+        ) from None
 
 
-def _still_running(leftover: sweep.Leftover) -> bool:
-    """Whether the upload that made it may still run (on this host)."""
-    if leftover.host != socket.gethostname() or not leftover.pid.isdigit():
-        return False
-    return convert.process_alive(int(leftover.pid))
+def _project(ctx: Context) -> str | None:
+    """The caller's project (None without authentication)."""
+    session = ctx.connection.session
+    if session.auth is None:
+        return None
+    try:
+        project: str | None = session.get_project_id()
+    except ks_exc.ClientException as exc:
+        raise errors.GlanceUnavailable(
+            f"cannot learn the caller's project from Keystone: {exc}"
+        ) from exc
+    return project
 
 
 def cmd_sweep(ctx: Context) -> int:
-    """``sweep``: list, and with --delete remove, our stuck images."""
+    """``sweep``: list, and with --delete remove, our stuck images (see
+    :mod:`volume_image.core.sweep` for how they are known).
+    """
     args = ctx.args
-    older = _seconds(args.older_than)
+    older = _seconds(args.older_than_given or "1h")
+    this_host = socket.gethostname()
+    if args.host is not None and args.host == this_host:
+        raise UsageError(
+            f"--host {args.host!r} is this host: its uploads are known by "
+            "their records here; name another host"
+        )
+    if args.host is not None and args.older_than_given is None:
+        raise UsageError(
+            "--host needs --older-than: longer than any upload may run "
+            "(another host's uploads cannot be checked from here)"
+        )
     images: list[dict[str, Any]] = []
     for status in sweep.STUCK_STATES:
         images += ctx.client.list_images(status=status)
-    found = [
-        item
-        for item in sweep.select(
-            images,
-            older_than=older,
-            now=datetime.datetime.now(datetime.timezone.utc),
-            host=args.host,
-        )
-        if not _still_running(item)
-    ]
+    local = records.scan(ctx.settings.conversion_dir)
+    picked = sweep.select(
+        images,
+        older_than=older,
+        now=datetime.datetime.now(datetime.timezone.utc),
+        records=local,
+        this_host=this_host,
+        project=_project(ctx) if args.host is not None else None,
+        host=args.host,
+    )
+    # a record is removed only with its image: an image this caller
+    # cannot list may still be stuck, and the record is the only proof
+    found = picked.found
     deleted: dict[str, str] = {}
     if args.delete:
         for item in found:
             try:
-                ctx.client.delete_image(item.image_id)
-                deleted[item.image_id] = "deleted"
+                gone = ctx.client.delete_image(item.image_id)
+                deleted[item.image_id] = "deleted" if gone else "already gone"
+                records.forget(ctx.settings.conversion_dir, item.image_id)
             except errors.VolumeImageError as exc:
                 deleted[item.image_id] = f"not deleted: {exc.message}"
     if args.format == "json":
@@ -582,7 +615,7 @@ def cmd_sweep(ctx: Context) -> int:
             ]
         )  # fmt: skip
     elif found:
-        headers = ["id", "name", "status", "host", "pid", "age (s)"]
+        headers = ["id", "name", "status", "host", "pid", "age (s)", "proof"]
         rows = [
             [
                 i.image_id,
@@ -591,6 +624,7 @@ def cmd_sweep(ctx: Context) -> int:
                 i.host,
                 i.pid,
                 f"{i.age_seconds:.0f}",
+                i.evidence,
             ]
             + ([deleted[i.image_id]] if args.delete else [])
             for i in found
@@ -598,7 +632,14 @@ def cmd_sweep(ctx: Context) -> int:
         ctx.print(_table(rows, headers + (["result"] if args.delete else [])))
     else:
         ctx.print("no image left behind")
-    failed = [v for v in deleted.values() if v != "deleted"]
+    if picked.elsewhere and args.format != "json":
+        ctx.print(
+            "stuck images made on other hosts ("
+            + ", ".join(picked.elsewhere)
+            + ") are not checked: run sweep there, or name a host that is "
+            "gone with --host and --older-than"
+        )
+    failed = [v for v in deleted.values() if v.startswith("not deleted")]
     return EXIT_GLANCE if failed else EXIT_OK
 
 
@@ -844,9 +885,10 @@ def cmd_check_glance_config(ctx: Context) -> int:
     """``check-glance-config``: check Glance's multi-store files."""
     try:
         conf = glance_config.read(ctx.args.paths, ctx.args.config_dir)
+        # values are substituted as they are checked: a cycle is found here
+        findings = glance_config.check(conf)
     except glance_config.ConfigReadError as exc:
         raise UsageError(str(exc)) from exc
-    findings = glance_config.check(conf)
     if ctx.args.format == "json":
         ctx.print_json(
             {

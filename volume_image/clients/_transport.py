@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import urllib.parse
 from typing import Any
 
 import requests
@@ -28,6 +29,8 @@ __all__ = [
     "TooSlow",
     "describe_failure",
     "endpoint_of",
+    "foreign_link",
+    "is_outage",
     "keystone_detail",
     "read_capped",
     "send",
@@ -259,8 +262,51 @@ def describe_failure(exc: Exception) -> str:
     return text
 
 
+def is_outage(status: int | None) -> bool:
+    """Whether an HTTP status says the service cannot answer now (5xx,
+    429), rather than that the request is wrong.
+    """
+    return status is not None and (status >= 500 or status == 429)
+
+
 def keystone_detail(exc: ks_exc.HttpError) -> str:
     """keystoneauth1's message of an HTTP error, without the status and
     request id it repeats (the caller shows those itself).
     """
     return _KS_SUFFIX.sub("", str(exc.message)).rstrip(".")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def foreign_link(link: str, page_url: str | None) -> str | None:
+    """Why a link a server sent (a next page) must not be followed, or
+    None when it stays on the origin of ``page_url``, the page that gave
+    it.  Our token goes wherever we send a request, so a link is followed
+    only on the same scheme, host and port, as redirects never are.
+
+    :param link: a path (``/v2/images?marker=x``) or an absolute URL.
+    """
+    if any(ord(char) < 0x21 or char in "\\\x7f" for char in link):
+        return "it holds a control character, a space or a backslash"
+    parts = urllib.parse.urlsplit(link)
+    if not parts.scheme and not parts.netloc:
+        return None  # a path: joined to the endpoint, so its origin
+    there = _origin(link)
+    here = _origin(page_url or "")
+    if there is None or here is None or not here[1] or there != here:
+        return (
+            f"it points to {parts.scheme}://{parts.netloc}, not to the "
+            "endpoint's origin"
+        )
+    return None

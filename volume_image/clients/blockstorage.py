@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 
 from volume_image import errors
 from volume_image.clients import _transport
+from volume_image.core.text import printable
 
 __all__ = ["list_volume_types"]
 
@@ -42,11 +44,14 @@ def list_volume_types(
         pages joined.
     :raises BlockStorageError: the API cannot be asked or refused.
     """
+    _authenticate(adapter)
     endpoint = _transport.endpoint_of(adapter)
     url = "/types?is_public=None"
     types: list[Any] = []
     for _ in range(_MAX_PAGES):
-        doc = _get(adapter, url, endpoint, max_response_bytes, answer_deadline)
+        doc, page_url = _get(
+            adapter, url, endpoint, max_response_bytes, answer_deadline
+        )
         page = doc.get("volume_types") if isinstance(doc, dict) else None
         if not isinstance(page, list):
             raise errors.BlockStorageError(
@@ -57,11 +62,57 @@ def list_volume_types(
         next_url = _next_link(doc)
         if next_url is None:
             return {"volume_types": types}
+        why = _transport.foreign_link(next_url, page_url)
+        if why is not None:
+            raise errors.BlockStorageError(
+                f"GET {url} answered a next-page link "
+                f"{printable(next_url)[:200]!r} that was not followed: {why}; "
+                "credentials never go to another address",
+                endpoint=endpoint,
+            )
         url = next_url
     raise errors.BlockStorageError(
         f"GET /types kept paging past {_MAX_PAGES} pages",
         endpoint=endpoint,
     )
+
+
+def _authenticate(adapter: ks_adapter.Adapter) -> None:
+    """Get a token first, on its own: a Keystone failure is then reported
+    as Keystone's, never as the block-storage API's.  The auth plugin
+    caches the token, so this costs no request while it is valid.
+    """
+    auth = adapter.auth or adapter.session.auth
+    if auth is None:
+        return
+    what = "getting a token to list volume types"
+    try:
+        adapter.get_token()
+    except ks_exc.HttpError as exc:
+        status = exc.http_status
+        detail = _transport.keystone_detail(exc)
+        if _transport.is_outage(status):
+            text = f"Keystone is unavailable: {what}: it answered {status}"
+        else:
+            text = f"Keystone refused {what} ({status})"
+            if status in (401, 403):
+                text += "; check the user, password, project and domains"
+        raise errors.BlockStorageError(
+            f"{text}: {detail}", status_code=status
+        ) from exc
+    except (
+        ks_exc.ConnectionError,
+        ks_exc.RequestTimeout,
+        requests.RequestException,
+    ) as exc:
+        raise errors.BlockStorageError(
+            f"Keystone is unavailable: {what} failed: "
+            f"{_transport.describe_failure(exc)}; check the auth URL"
+        ) from exc
+    except ks_exc.ClientException as exc:
+        raise errors.BlockStorageError(
+            f"cannot authenticate: {what}: {exc}"
+        ) from exc
 
 
 def _next_link(doc: dict[str, Any]) -> str | None:
@@ -78,7 +129,8 @@ def _get(
     endpoint: str | None,
     cap: int,
     answer_deadline: float,
-) -> Any:
+) -> tuple[Any, str]:
+    """The JSON of one page, and the URL that answered it."""
     try:
         resp = _transport.send(
             adapter,
@@ -151,7 +203,7 @@ def _get(
             endpoint=endpoint,
         )
     try:
-        return resp.json()
+        return resp.json(), resp.url
     except ValueError as exc:
         raise errors.BlockStorageError(
             f"{what} answered 200 with a body that is not JSON",

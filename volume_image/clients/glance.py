@@ -520,6 +520,14 @@ class GlanceClient:
             nxt = doc.get("next")
             if not nxt:
                 return found
+            why = _transport.foreign_link(str(nxt), resp.url)
+            if why is not None:
+                raise errors.GlanceRequestError(
+                    f"GET /v2/images answered a next-page link "
+                    f"{printable(str(nxt))[:200]!r} that was not followed: "
+                    f"{why}; credentials never go to another address",
+                    endpoint=self.endpoint,
+                )
             path = str(nxt)
         raise errors.GlanceRequestError(
             f"GET /v2/images kept paging past {_MAX_PAGES} pages",
@@ -666,7 +674,7 @@ class GlanceClient:
         """
         what = f"DELETE /v2/images/{image_id}"
         resp = self._request("DELETE", f"/v2/images/{image_id}")
-        if resp.status_code == 404:
+        if resp.status_code == 404 or _deleted_already(resp):
             return False
         if resp.status_code not in (200, 204):
             raise from_response(
@@ -703,7 +711,7 @@ class GlanceClient:
             "x-openstack-image-size": str(size),
         }
         if store_id is not None:
-            headers["X-Image-Meta-Store"] = store_id
+            headers[stores.STORE_HEADER] = store_id
         if base_image_ref is not None:
             headers["x-openstack-base-image-ref"] = base_image_ref
         what = f"PUT /v2/images/{image_id}/file"
@@ -731,6 +739,13 @@ class GlanceClient:
             )
 
 
+def _deleted_already(resp: requests.Response) -> bool:
+    """Glance's answer to a DELETE that another one won: 400 "Image
+    status transition from deleted to deleted is not allowed".
+    """
+    return resp.status_code == 400 and "deleted to deleted" in resp.text
+
+
 def _translate(
     exc: Exception, what: str, endpoint: str | None = None
 ) -> errors.VolumeImageError:
@@ -745,6 +760,14 @@ def _translate(
         )
         # keystoneauth's message repeats the status and request id
         detail = _transport.keystone_detail(exc)
+        if _transport.is_outage(status):
+            return errors.GlanceUnavailable(
+                f"Keystone is unavailable: it answered {status} ({detail}) "
+                f"while a token was requested to {what}; retry later",
+                status_code=status,
+                request_id=exc.request_id,
+                endpoint=endpoint,
+            )
         return cls(
             f"Keystone refused the authentication ({status}: {detail}) "
             f"while trying to {what}: check the user, password, project "

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import io
 import os
+import stat
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -36,6 +38,8 @@ __all__ = [
     "DATA_LOSS",
     "FALLBACK",
     "IMPACTS",
+    "MAX_FILE_BYTES",
+    "MAX_VALUE",
     "REFUSAL",
     "RESERVED_STORES",
     "STORE_TYPES",
@@ -104,8 +108,17 @@ _READ_ONLY = (
 DATADIRS = "filesystem_store_datadirs"
 
 
+#: bytes of one configuration file read at most (Glance's sample
+#: glance-api.conf, every comment included, is about 250 KB)
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: characters of one option's value after $ substitution
+MAX_VALUE = 64 * 1024
+
+
 class ConfigReadError(Exception):
-    """A file or directory could not be read, or is not valid ini."""
+    """A file or directory could not be read, is not valid ini, or holds
+    a value oslo.config would refuse.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +166,9 @@ class GlanceConfig:
     ) -> None:
         self.files = [name for name, _ in parsed]
         self._parsed = list(parsed)
+        # (group, option) -> its substituted value: each is worked out
+        # once, so $a1$a1 chains cost one step per option, not 2**n
+        self._done: dict[tuple[str, str], str] = {}
 
     def has_section(self, section: str) -> bool:
         """Whether any file has ``[section]``."""
@@ -166,27 +182,37 @@ class GlanceConfig:
     def get(self, section: str, option: str) -> _Value | None:
         """The value oslo.config would use: the last one of the last file
         that sets it; ``$name`` and ``${group.name}`` substituted.
+
+        :raises ConfigReadError: a substitution oslo.config refuses (a
+            cycle, ``${DEFAULT.name}``) or one that grows past
+            :data:`MAX_VALUE` characters.
         """
+        found = self._raw(section, option)
+        if found is None:
+            return None
+        return _Value(self._substitute(found.text, ()), found.file)
+
+    def _raw(self, section: str, option: str) -> _Value | None:
         group = _normal_group(section)
         for name, sections in reversed(self._parsed):
             values = sections.get(group, {}).get(option)
             if values:
-                return _Value(self._substitute(values[-1]), name)
+                return _Value(values[-1], name)
         return None
 
     def get_multi(self, section: str, option: str) -> list[_Value]:
         """Every value of a multi-valued option, in reading order."""
         group = _normal_group(section)
         return [
-            _Value(self._substitute(text), name)
+            _Value(self._substitute(text, ()), name)
             for name, sections in self._parsed
             for text in sections.get(group, {}).get(option, [])
         ]
 
-    def _substitute(self, text: str, depth: int = 0) -> str:
+    def _substitute(self, text: str, seen: tuple[tuple[str, str], ...]) -> str:
         # oslo.config substitutes $opt and ${group.opt} in string values;
         # a reference to an option no file sets is left as written
-        if "$" not in text or depth > 5:
+        if "$" not in text:
             return text
 
         outer = self
@@ -194,10 +220,27 @@ class GlanceConfig:
         class _Lookup(Mapping[str, str]):
             def __getitem__(self, key: str) -> str:
                 group, _, name = key.rpartition(".")
-                found = outer.get(group or "DEFAULT", name)
+                if group.upper() == "DEFAULT":
+                    raise ConfigReadError(
+                        f"${{{key}}}: oslo.config, and so Glance, refuses a "
+                        f"[DEFAULT] option named with its group; write "
+                        f"${name}"
+                    )
+                ident = (_normal_group(group or "DEFAULT"), name)
+                if ident in seen:
+                    chain = " -> ".join(f"${'.'.join(i)}" for i in seen)
+                    raise ConfigReadError(
+                        f"${key} refers to itself ({chain} -> ${key}): "
+                        "oslo.config, and so Glance, refuses such a value"
+                    )
+                if ident in outer._done:
+                    return outer._done[ident]
+                found = outer._raw(*ident)
                 if found is None:
                     raise KeyError(key)
-                return outer._substitute(found.text, depth + 1)
+                value = outer._substitute(found.text, (*seen, ident))
+                outer._done[ident] = value
+                return value
 
             def __iter__(self) -> Iterator[str]:
                 return iter(())
@@ -205,7 +248,14 @@ class GlanceConfig:
             def __len__(self) -> int:
                 return 0
 
-        return _Template(text.replace(r"\$", "$$")).safe_substitute(_Lookup())
+        value = _Template(text.replace(r"\$", "$$")).safe_substitute(_Lookup())
+        if len(value) > MAX_VALUE:
+            raise ConfigReadError(
+                f"a value grows past {MAX_VALUE} characters through $ "
+                f"substitutions ({text[:60]!r}...): not a configuration "
+                "Glance could use"
+            )
+        return value
 
 
 class _Template(string.Template):
@@ -247,7 +297,9 @@ def read(
         parser = cfg.ConfigParser(name, sections)
         parser._add_normalized(normalized)
         try:
-            parser.parse()
+            text = _read_bounded(name)
+            # oslo.config's parser on the text read, not on the file
+            iniparser.BaseParser.parse(parser, io.StringIO(text))
         except iniparser.ParseError as exc:
             raise ConfigReadError(f"{name}: not valid ini: {exc}") from exc
         except UnicodeDecodeError as exc:
@@ -260,10 +312,34 @@ def read(
     return GlanceConfig(parsed)
 
 
+def _read_bounded(name: str) -> str:
+    """A regular file's text, at most :data:`MAX_FILE_BYTES`."""
+    if "\0" in name:
+        raise ConfigReadError(f"{name!r}: a path cannot hold a NUL")
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigReadError(f"{name!r}: not a regular file")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigReadError(
+            f"{name!r}: longer than {MAX_FILE_BYTES} bytes; not a Glance "
+            "configuration file"
+        )
+    return data.decode("utf-8")
+
+
 def resolve_path(path: str) -> str:
     """``path`` as the filesystem sees it: symlinks, ``..`` and trailing
     slashes resolved (the only I/O of the checks).
+
+    :raises ConfigReadError: the path holds a NUL.
     """
+    if "\0" in path:
+        raise ConfigReadError(
+            f"path {path!r} holds a NUL character: no file system can name "
+            "it, so Glance cannot use it"
+        )
     return os.path.realpath(path)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,9 @@ __all__ = [
     "Colocation",
     "Plan",
     "StoreCopy",
+    "base_image_of",
+    "is_image_id",
+    "is_image_ref",
     "judge",
     "plan_targets",
     "store_list",
@@ -43,6 +47,55 @@ __all__ = [
 ]
 
 LOG = logging.getLogger(__name__)
+
+#: what Glance's image schema accepts as an id (a UUID); nothing else may
+#: reach a URL path or the x-openstack-base-image-ref header
+_IMAGE_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z",
+    re.ASCII | re.IGNORECASE,
+)
+
+
+#: what may stand in a URL path segment and a header as it is
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,255}\Z", re.ASCII)
+
+
+def is_image_id(value: object) -> bool:
+    """Whether ``value`` is a Glance image id (a UUID, with dashes)."""
+    return isinstance(value, str) and _IMAGE_ID.match(value) is not None
+
+
+def is_image_ref(value: object) -> bool:
+    """Whether ``value`` can name an image in a URL path and a header
+    unchanged (URL-unreserved characters, not ``.`` or ``..``): the
+    library's looser rule, for callers whose ids are not UUIDs (tests,
+    other image services).
+    """
+    return (
+        isinstance(value, str)
+        and _TOKEN.match(value) is not None
+        and value not in (".", "..")
+    )
+
+
+def base_image_of(
+    glance_metadata: Mapping[str, Any] | None,
+) -> tuple[str | None, str | None]:
+    """The base image a volume's glance metadata names.
+
+    The metadata is copied from image properties, which an image's owner
+    sets, so it is input like any other.
+
+    :returns: (the image id or None, why a value there was not used).
+    """
+    value = (glance_metadata or {}).get("image_id")
+    if value is None or is_image_id(value):
+        return value, None
+    return None, (
+        f"its glance metadata names base image {ascii(value)[:80]}, which "
+        "is not an image id"
+    )
+
 
 #: the store holds the image (copied, or held it already)
 COPIED = "copied"

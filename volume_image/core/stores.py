@@ -5,7 +5,8 @@
 the validation rules to one ``image_service:store_id`` value, in order:
 
 1. syntax (a non-empty string of at most 255 characters, no surrounding
-   whitespace, no control characters),
+   whitespace, no control characters, only characters the
+   ``x-image-meta-store`` header can carry: Latin-1),
 2. the reserved ``os_glance_`` prefix,
 3. the id is known to Glance,
 4. the store is writable.
@@ -26,6 +27,7 @@ from volume_image.core.text import shown
 
 __all__ = [
     "RESERVED_PREFIX",
+    "STORE_HEADER",
     "STORE_ID_MAX_LENGTH",
     "StoreCatalog",
     "StoreInfo",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 RESERVED_PREFIX = "os_glance_"
+#: the header an upload names its store in
+STORE_HEADER = "X-Image-Meta-Store"
 # Cinder's extra-spec value limit; Glance store ids are far shorter.
 STORE_ID_MAX_LENGTH = 255
 
@@ -242,6 +246,15 @@ def _has_control(value: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
+def _sendable(value: str) -> bool:
+    """Whether an HTTP header (http.client encodes Latin-1) can carry it."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_store_id_syntax(
     value: object, key: str = "image_service:store_id"
 ) -> str:
@@ -279,6 +292,13 @@ def check_store_id_syntax(
         raise invalid(
             f"{shown(value)} has leading or trailing whitespace "
             f"(did you mean {shown(value.strip())}?)"
+        )
+    if not _sendable(value):
+        raise invalid(
+            f"{shown(value)} cannot be sent to Glance: an upload names its "
+            f"store in the {STORE_HEADER} HTTP header, which carries only "
+            "Latin-1 characters (give the store an ASCII id in Glance's "
+            "enabled_backends)"
         )
     if value.lower().startswith(RESERVED_PREFIX):
         raise errors.ReservedStore(

@@ -9,21 +9,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from typing import Any
 
 from volume_image import config, errors
 from volume_image.clients import glance
-from volume_image.core import deadline
-from volume_image.pipeline import retry
+from volume_image.core import deadline, sweep
+from volume_image.pipeline import records, retry
 from volume_image.pipeline.types import ImageMeta
 
 __all__ = ["TAGS", "ImageOps"]
 
 LOG = logging.getLogger(__name__)
 
-#: image properties that mark an image as made by volume_image, so that
-#: ``volume-image sweep`` can find the ones a dead process left behind
-TAGS = ("volume_image_host", "volume_image_pid")
+#: image properties an upload sets: shown by ``volume-image sweep``, which
+#: trusts none of them alone (see :mod:`volume_image.core.sweep`)
+TAGS = (sweep.HOST_TAG, sweep.PID_TAG, sweep.MARK)
 # a caller's image is deleted after a failure only while it holds no data
 _CLEANUP_STATES = ("queued", "saving")
 
@@ -32,10 +33,11 @@ _CLEANUP_STATES = ("queued", "saving")
 _GLANCE_ALGO: dict[str, str] = {}
 
 
-def _tags() -> dict[str, str]:
+def _tags(image_id: str) -> dict[str, str]:
     return {
-        "volume_image_host": socket.gethostname(),
-        "volume_image_pid": str(os.getpid()),
+        sweep.HOST_TAG: socket.gethostname(),
+        sweep.PID_TAG: str(os.getpid()),
+        sweep.MARK: image_id,
     }
 
 
@@ -57,9 +59,14 @@ class ImageOps:
         return retry.ride_out(self.client.get_image, image_id)
 
     def create(self, meta: ImageMeta) -> str:
-        """Create a ``queued`` image, tagged as ours (see :data:`TAGS`)."""
-        body = {**meta.body(), **_tags()}
-        return str(self.client.create_image(body)["id"])
+        """Create a ``queued`` image, tagged (see :data:`TAGS`) and
+        recorded as ours on this host until it settles.
+        """
+        image_id = str(uuid.uuid4())
+        body = {**meta.body(), **_tags(image_id), "id": image_id}
+        made = str(self.client.create_image(body)["id"])
+        records.hold(self.settings.conversion_dir, made)
+        return made
 
     def delete(self, image_id: str) -> None:
         """DELETE the image, riding out a brief Glance outage."""
@@ -89,6 +96,7 @@ class ImageOps:
                 if status not in _CLEANUP_STATES:
                     return
             self.delete(image_id)
+            records.drop(image_id)
             LOG.info("image %s deleted after a failed upload", image_id)
             # said only now: the delete may fail (see below)
             if isinstance(exc, errors.UploadCancelled):

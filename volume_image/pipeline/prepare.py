@@ -36,7 +36,9 @@ def payload(
     """
     src = data = job.src
     fmt = meta.disk_format
-    if fmt != job.source_format:
+    # a header is inspected, and qemu-img rewrites the image from what it
+    # read, also when the format stays: never sent unread
+    if fmt != job.source_format or job.source_format != "raw":
         if fmt not in convert.CONVERTIBLE_FORMATS:
             raise errors.ConversionError(
                 f"cannot convert to disk_format {fmt!r}; supported: "

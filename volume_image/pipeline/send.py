@@ -16,7 +16,7 @@ from volume_image import config, errors
 from volume_image.clients import glance
 from volume_image.core import deadline
 from volume_image.core.validation import Validator
-from volume_image.pipeline import retry
+from volume_image.pipeline import records, retry
 from volume_image.pipeline.glance_ops import ImageOps
 from volume_image.pipeline.stream import MeteredBody, Source
 from volume_image.pipeline.types import ImageMeta, Job, Target
@@ -257,8 +257,10 @@ class Sender:
             stuck,
             into.image_id,
         )
+        records.release(stuck)
         try:
             self.ops.delete(stuck)
+            records.forget(self.ops.settings.conversion_dir, stuck)
         except errors.VolumeImageError as exc:
             LOG.error(
                 "stuck image %s could not be deleted (%s): delete it, or "

@@ -33,7 +33,7 @@ from volume_image import config, errors
 from volume_image.clients import glance
 from volume_image.core import deadline, placement, specs, stores
 from volume_image.core.validation import StoreCatalogCache, Validator
-from volume_image.pipeline import convert, prepare, retry, slots
+from volume_image.pipeline import convert, prepare, records, retry, slots
 from volume_image.pipeline.colocate import Colocator
 from volume_image.pipeline.glance_ops import TAGS, ImageOps
 from volume_image.pipeline.send import Sender
@@ -179,6 +179,14 @@ class Uploader:
             strict co-location.
         """
         t0 = time.monotonic()
+        for name, ref in (
+            ("image_id", image_id),
+            ("base_image_ref", base_image_ref),
+        ):
+            if ref is not None and not placement.is_image_ref(ref):
+                raise ValueError(
+                    f"{name} {ascii(ref)[:80]} is not an image id"
+                )
         # a source that cannot be read fails before Glance is asked
         src = source if isinstance(source, Source) else Source(source)
         if colocate is None:
@@ -340,7 +348,9 @@ class Uploader:
                 raise errors.UploadCancelled("upload cancelled")
         except BaseException as exc:
             steps.ops.cleanup(into.image_id, into.created, exc)
+            records.release(into.image_id)
             raise
+        records.drop(into.image_id)
         return self._result(job, into, body, attempts, verdict)
 
     @staticmethod
