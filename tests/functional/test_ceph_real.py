@@ -14,7 +14,10 @@ takes the same-cluster fast path: no image byte through HTTP.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,3 +284,100 @@ def test_co_location_on_rbd_stores_of_two_clusters(site: CephSite) -> None:
         "chooses the stores" in log
     )
     assert f"co-location with base image {base}" in log
+
+
+def test_sweep_clears_a_killed_upload_into_rbd(
+    site: CephSite, tmp_path: Path
+) -> None:
+    """``volume-image upload`` into ``cheap`` (rbd, cluster B) killed
+    mid-upload: its image is left, and ``sweep --delete`` removes it;
+    neither cluster keeps an RBD image of it.
+    """
+    big = tmp_path / "big.raw"
+    with open(big, "wb") as f:
+        f.write(bytes(range(256)) * (64 * MIB // 256))
+        f.truncate(2 * GIB)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(site.keystone.credentials("demo"))
+    env["OS_ENDPOINT"] = site.glance.url
+    cli = [sys.executable, "-m", "volume_image.cli.main"]
+    before = site.rbd_images()
+    proc = subprocess.Popen(
+        [*cli, "upload", str(big), "--name", "rbd-orphan", "--store-id",
+         "cheap"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = [
+                i for i in _images(site, "rbd-orphan")
+                if i["status"] == "saving"
+            ]  # fmt: skip
+            if found:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the upload never started")
+        time.sleep(0.5)  # some of it in Ceph
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    image_id = found[0]["id"]
+    swept = subprocess.run(
+        [*cli, "sweep", "--older-than", "0", "--delete"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert image_id in swept.stdout
+    gone = requests.get(
+        f"{site.glance.url}/v2/images/{image_id}",
+        headers=site.admin_headers(),
+        timeout=30,
+    )
+    assert gone.status_code == 404
+    assert site.rbd_images() == before
+
+
+def _images(site: CephSite, name: str) -> list[dict[str, Any]]:
+    resp = requests.get(
+        f"{site.glance.url}/v2/images",
+        params={"name": name},
+        headers=site.admin_headers(),
+        timeout=30,
+    )
+    resp.raise_for_status()
+    return list(resp.json()["images"])
+
+
+def test_an_unreachable_cluster_is_named_and_nothing_is_left(
+    site: CephSite,
+) -> None:
+    """Cluster B stops answering (its daemons paused) during an upload of
+    ours into ``cheap``: the upload fails with a message naming the store
+    and its cluster, the volume is ``available`` again and no image is
+    left.  (Runs last: it pauses a cluster.)
+    """
+    volume, _ = site.new_volume("ours", "cheap", written=WRITTEN, seed=17)
+    demo = site.stack.rest(user="demo")
+    pids = list(site.b.pids().values())
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        image_id = demo.upload_to_image(volume["id"], "ceph-unreachable")
+        after = demo.wait_volume_leaves(volume["id"], "uploading", timeout=300)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert after["status"] == "available"
+    gone = requests.get(
+        f"{site.glance.url}/v2/images/{image_id}",
+        headers=site.admin_headers(),
+        timeout=30,
+    )
+    assert gone.status_code == 404 or gone.json()["status"] == "deleted"
+    log = _log(site)
+    assert (
+        f"Store cheap writes to pool images of Ceph cluster {site.b.fsid}"
+        in log
+    )

@@ -297,6 +297,10 @@ class _StoreAwareMixin:
                     base_image_ref=base_image_ref,
                 )
         except errors.VolumeImageError as exc:
+            if isinstance(exc, (errors.GlanceError, errors.UploadError)):
+                hint = _where_it_went(context, settings, extra_specs)
+                if hint:
+                    exc.hints.append(hint)
             raise _unacceptable(
                 image_id,
                 exc,
@@ -329,6 +333,59 @@ class _StoreAwareMixin:
                 or placed.reason,
             )
         return result
+
+
+def _where_it_went(
+    context: Any, settings: config.Settings, specs: dict[str, str]
+) -> str:
+    """For a failed upload into an rbd store: which Ceph cluster and pool
+    the store writes to (an unreachable cluster looks to the caller like
+    any Glance failure).  Empty when unknown: this is a hint, and asking
+    for it must not hide the failure.
+    """
+    from cinder import service_auth
+
+    from volume_image.core import specs as spec_rules
+
+    try:
+        service = service_auth.get_service_auth_plugin()
+        if service is None:
+            return ""
+        catalog = _service_client(
+            context, settings, service
+        ).get_store_catalog()
+    except Exception as exc:  # a hint only: the upload's error stands
+        LOG.debug("volume_image: no store detail for the hint: %s", exc)
+        return ""
+    store_id = spec_rules.split_extra_specs(specs).store_id
+    store = catalog.get(store_id) if store_id else catalog.default
+    if store is None or store.type != "rbd" or not store.fsid:
+        return ""
+    return (
+        f"Store {store.id} writes to pool {store.pool} of Ceph cluster "
+        f"{store.fsid}: check that Glance reaches that cluster."
+    )
+
+
+def _service_client(
+    context: Any, settings: config.Settings, service: Any
+) -> glance.GlanceClient:
+    """A client of Cinder's Glance as the service user alone (what
+    ``/v2/info/stores/detail`` needs: the service or admin role).
+    """
+    adapter = ks_adapter.Adapter(
+        _session(),
+        auth=service,
+        service_type="image",
+        endpoint_override=_glance_endpoint(context),
+        connect_retries=CONF.glance_num_retries,
+    )
+    return glance.GlanceClient(
+        adapter,
+        use_store_detail=True,
+        max_response_bytes=settings.max_response_bytes,
+        answer_deadline=settings.answer_deadline,
+    )
 
 
 def _journal_dir(driver: Any) -> Path:
@@ -453,19 +510,7 @@ def _decide(
             volume_fsid="",
             service_token=service is not None,
         )
-    adapter = ks_adapter.Adapter(
-        _session(),
-        auth=service,
-        service_type="image",
-        endpoint_override=_glance_endpoint(context),
-        connect_retries=CONF.glance_num_retries,
-    )
-    catalog = glance.GlanceClient(
-        adapter,
-        use_store_detail=True,
-        max_response_bytes=settings.max_response_bytes,
-        answer_deadline=settings.answer_deadline,
-    ).get_store_catalog()
+    catalog = _service_client(context, settings, service).get_store_catalog()
     split = spec_rules.split_extra_specs(specs)
     store_id = split.store_id
     store = catalog.get(store_id) if store_id else catalog.default
