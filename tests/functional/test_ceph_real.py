@@ -218,10 +218,12 @@ def _base_image(site: CephSite, stores: list[str]) -> str:
     headers = site.admin_headers()
     made = requests.post(
         f"{site.glance.url}/v2/images",
+        # public: the user who uploads the volume must see its base image
         json={
             "name": "base",
             "disk_format": "raw",
             "container_format": "bare",
+            "visibility": "public",
         },
         headers=headers,
         timeout=30,
