@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
 from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
@@ -44,10 +44,12 @@ from oslo_config import cfg
 from volume_image import config, errors
 from volume_image.cli import commands
 from volume_image.clients import connection, glance
-from volume_image.core import deadline, glance_config, placement, specs, sweep
+from volume_image.core import deadline, placement, specs, sweep
 from volume_image.core.text import printable
 from volume_image.pipeline import records
-from volume_image.pipeline.uploader import ImageMeta, Uploader, UploadResult
+
+if TYPE_CHECKING:
+    from volume_image.pipeline.uploader import UploadResult
 
 __all__ = [
     "EXIT_GLANCE",
@@ -775,12 +777,15 @@ def _upload_call(
 
     :raises UsageError: neither --name nor --image-id.
     """
+    # the pipeline only for the upload: the other commands start faster
+    from volume_image.pipeline import uploader as uploader_mod
+
     args = ctx.args
     if args.name is None and args.image_id is None:
         raise UsageError("give --name (or --image-id of a queued image)")
     meta = None
     if args.name is not None:
-        meta = ImageMeta(
+        meta = uploader_mod.ImageMeta(
             name=args.name,
             disk_format=args.disk_format,
             container_format=args.container_format,
@@ -798,7 +803,9 @@ def _upload_call(
     copy_client = None
     if args.base_image and args.config_file:
         copy_client = ctx.client.with_auth_from_conf(ctx.conf)
-    uploader = Uploader(ctx.client, settings, copy_client=copy_client)
+    uploader = uploader_mod.Uploader(
+        ctx.client, settings, copy_client=copy_client
+    )
     uploader.remove_stale_workdirs()
 
     def upload(cancel: threading.Event) -> UploadResult:
@@ -883,6 +890,8 @@ def _print_colocation(
 
 def cmd_check_glance_config(ctx: Context) -> int:
     """``check-glance-config``: check Glance's multi-store files."""
+    from volume_image.core import glance_config
+
     try:
         conf = glance_config.read(ctx.args.paths, ctx.args.config_dir)
         # values are substituted as they are checked: a cycle is found here
