@@ -44,6 +44,7 @@ import requests
 
 from harness import launcher
 from harness.servers.ceph_site import GIB, MIB, CephSite
+from harness.servers.cinder_stack import CinderStack
 
 # each is absent until the socket has sent (or received) a byte
 _SENT = re.compile(r"bytes_sent:(\d+)")
@@ -52,17 +53,12 @@ _CLK = os.sysconf("SC_CLK_TCK")
 
 
 def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (cinder-volume's backend processes)."""
     pids, todo = [], [pid]
     while todo:
         p = todo.pop()
         pids.append(p)
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(p)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        todo += [int(x) for x in out.split()]
+        todo += CinderStack._children(p)
     return pids
 
 
