@@ -271,9 +271,13 @@ class _StoreAwareMixin:
         )
         if volume_fd is not None:
             source = Source(fileobj=volume_fd, size=int(volume.size) * 1024**3)
-        else:
-            assert volume_path is not None
+        elif volume_path is not None:
             source = Source(volume_path)
+        else:  # Cinder's seam always passes one of them
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason="the driver gave neither a volume path nor a file",
+            )
         LOG.info(
             "volume_image: uploading volume %s to image %s (%s/%s, base "
             "image %s)",
