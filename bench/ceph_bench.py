@@ -96,7 +96,7 @@ class TcpMeter:
             if not set(re.findall(r"pid=(\d+)", head)) & self.pids:
                 continue
             sent, received = _SENT.search(line), _RECEIVED.search(line)
-            key = " ".join(head.split()[2:4])
+            key = " ".join(head.split()[3:5])
             value = (int(sent.group(1)) if sent else 0) + (
                 int(received.group(1)) if received else 0
             )
@@ -216,6 +216,7 @@ def main() -> int:
             key: statistics.median(r[key] for r in rows)
             for key in (
                 "seconds",
+                "seconds_hashed",
                 "volume_host_bytes",
                 "glance_data_bytes",
                 "cinder_volume_cpu_s",
