@@ -307,7 +307,7 @@ def test_sweep_clears_a_killed_upload_into_rbd(
     proc = subprocess.Popen(
         [*cli, "upload", str(big), "--name", "rbd-orphan", "--store-id",
          "cheap"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -319,8 +319,12 @@ def test_sweep_clears_a_killed_upload_into_rbd(
             if found:
                 break
             time.sleep(0.05)
+            if proc.poll() is not None:
+                break
         else:
             pytest.fail("the upload never started")
+        if proc.poll() is not None:
+            pytest.fail(f"the upload ended: {proc.communicate()[1]!r}")
         time.sleep(0.5)  # some of it in Ceph
         proc.send_signal(signal.SIGKILL)
     finally:

@@ -301,10 +301,12 @@ class _StoreAwareMixin:
                     base_image_ref=base_image_ref,
                 )
         except errors.VolumeImageError as exc:
-            if isinstance(exc, (errors.GlanceError, errors.UploadError)):
-                hint = _where_it_went(context, settings, extra_specs)
-                if hint:
-                    exc.hints.append(hint)
+            # Glance 33 answers an rbd store whose cluster it cannot reach
+            # with 410 "Adding images to store is disabled": name the
+            # cluster, whatever the error says
+            hint = _where_it_went(context, settings, extra_specs)
+            if hint:
+                exc.hints.append(hint)
             raise _unacceptable(
                 image_id,
                 exc,
