@@ -301,8 +301,11 @@ def test_sweep_clears_a_killed_upload_into_rbd(
         f.truncate(2 * GIB)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env.update(site.keystone.credentials("demo"))
-    env["OS_ENDPOINT"] = site.glance.url
-    cli = [sys.executable, "-m", "volume_image.cli.main"]
+    # this Glance is not in the catalog
+    cli = [
+        sys.executable, "-m", "volume_image.cli.main",
+        "--os-endpoint-override", site.glance.url,
+    ]  # fmt: skip
     before = site.rbd_images()
     proc = subprocess.Popen(
         [*cli, "upload", str(big), "--name", "rbd-orphan", "--store-id",

@@ -174,6 +174,7 @@ class _StoreAwareMixin:
 
             # a cinder-volume killed mid fast path left Ceph objects
             rbd_direct.recover(self, _journal_dir(self))
+            _learn_stores(context)
         LOG.info(
             "volume_image: uploads to images of backend %s go through "
             "volume_image (wrapping %s); conversions in %s, qcow2 "
@@ -357,20 +358,64 @@ def _where_it_went(
         service = service_auth.get_service_auth_plugin()
         if service is None:
             return ""
-        catalog = _service_client(
-            context, settings, service
-        ).get_store_catalog()
+        catalog = _store_detail(context, settings, service)
     except Exception as exc:  # a hint only: the upload's error stands
         LOG.debug("volume_image: no store detail for the hint: %s", exc)
         return ""
     store_id = spec_rules.split_extra_specs(specs).store_id
     store = catalog.get(store_id) if store_id else catalog.default
-    if store is None or store.type != "rbd" or not store.fsid:
+    if store is None or store.type != "rbd":
         return ""
+    if not store.fsid:
+        return (
+            f"Store {store.id} is an rbd store whose Ceph cluster Glance "
+            "cannot describe now: check that Glance reaches it."
+        )
     return (
         f"Store {store.id} writes to pool {store.pool} of Ceph cluster "
         f"{store.fsid}: check that Glance reaches that cluster."
     )
+
+
+def _learn_stores(context: Any) -> None:
+    """Read the stores' detail once at start, so that a failure into an
+    rbd store names its cluster even when Glance can no longer describe
+    it.  Skipped quietly when it cannot be read now.
+    """
+    from cinder import service_auth
+
+    try:
+        service = service_auth.get_service_auth_plugin()
+        if service is not None:
+            _store_detail(context, _settings(), service)
+    except Exception as exc:  # only a head start for a hint
+        LOG.debug("volume_image: store detail not read at start: %s", exc)
+
+
+#: Glance endpoint -> the last store detail that named each rbd store's
+#: cluster: Glance 33 stops describing an rbd store whose cluster it
+#: cannot reach, which is when its cluster matters most
+_KNOWN_DETAIL: dict[str, dict[str, Any]] = {}
+
+
+def _store_detail(
+    context: Any, settings: config.Settings, service: Any
+) -> Any:
+    """The store catalog as the service user sees it, each rbd store's
+    fsid and pool filled from the last answer that had them.
+    """
+    client = _service_client(context, settings, service)
+    catalog = client.get_store_catalog()
+    known = _KNOWN_DETAIL.setdefault(client.endpoint or "", {})
+    stores = []
+    for store in catalog.stores:
+        if store.fsid:
+            known[store.id] = store
+        elif store.type == "rbd" and store.id in known:
+            old = known[store.id]
+            store = dataclasses.replace(store, fsid=old.fsid, pool=old.pool)
+        stores.append(store)
+    return dataclasses.replace(catalog, stores=tuple(stores))
 
 
 def _service_client(
@@ -516,7 +561,7 @@ def _decide(
             volume_fsid="",
             service_token=service is not None,
         )
-    catalog = _service_client(context, settings, service).get_store_catalog()
+    catalog = _store_detail(context, settings, service)
     split = spec_rules.split_extra_specs(specs)
     store_id = split.store_id
     store = catalog.get(store_id) if store_id else catalog.default
