@@ -349,10 +349,14 @@ def test_sweep_clears_a_killed_upload_into_rbd(
 
 
 def _images(site: CephSite, name: str) -> list[dict[str, Any]]:
+    """``name``'s images as their owner, demo, lists them (an admin's list
+    does not show another project's private images).
+    """
+    token = site.keystone.session("demo").get_token()
     resp = requests.get(
         f"{site.glance.url}/v2/images",
         params={"name": name},
-        headers=site.admin_headers(),
+        headers={"X-Auth-Token": str(token)},
         timeout=30,
     )
     resp.raise_for_status()
