@@ -1,5 +1,6 @@
 # The two commands of README.rst:
-#   make demo   set up, start a local Glance, show the main job
+#   make demo   set up, start Keystone, RabbitMQ, Glance and Cinder,
+#               show the main job (harness/demo.py)
 #   make test   set up, lint, type-check, build the docs (sphinx-build -W)
 #               and run every test against the real servers (Glance,
 #               cinder-api; qemu-img)
