@@ -14,6 +14,7 @@ takes the same-cluster fast path: no image byte through HTTP.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -318,23 +319,30 @@ def test_sweep_clears_a_killed_upload_into_rbd(
     image_id = ""
     try:
         # the upload's record names its image as soon as it is created
+        # (Glance, one worker here, answers nothing else while it takes
+        # the data: the record is what can be watched)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            new = set(records.glob("*.json")) - known
-            if new:
-                image_id = new.pop().stem
-                if site.image(image_id)["status"] == "saving":
-                    break
+            for path in set(records.glob("*.json")) - known:
+                try:
+                    mine = json.loads(path.read_text())["pid"] == proc.pid
+                except (OSError, ValueError, KeyError):
+                    continue  # not written whole yet, or not a record
+                image_id = path.stem if mine else image_id
+            if image_id:
+                break
             time.sleep(0.05)
         if proc.poll() is not None or not image_id:
             pytest.fail(
                 f"no upload to kill (exit {proc.poll()}): "
                 f"{proc.communicate()[0]!r}"
             )
-        time.sleep(0.5)  # some of it in Ceph
+        time.sleep(3)  # the data flows into Ceph
         proc.send_signal(signal.SIGKILL)
     finally:
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaps it and closes its pipe
     swept = subprocess.run(
         [*cli, "sweep", "--older-than", "0", "--delete"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
