@@ -356,3 +356,36 @@ def test_sweep_clears_a_killed_upload_into_rbd(
     )
     assert gone.status_code == 404
     assert site.rbd_images() == before
+
+
+def test_an_unreachable_cluster_is_named_and_nothing_is_left(
+    site: CephSite,
+) -> None:
+    """Cluster B stops answering (its daemons paused) during an upload of
+    ours into ``cheap``: the upload fails with a message naming the store
+    and its cluster, the volume is ``available`` again and no image is
+    left.  (Runs last: it pauses a cluster.)
+    """
+    volume, _ = site.new_volume("ours", "cheap", written=WRITTEN, seed=17)
+    demo = site.stack.rest(user="demo")
+    pids = list(site.b.pids().values())
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        image_id = demo.upload_to_image(volume["id"], "ceph-unreachable")
+        after = demo.wait_volume_leaves(volume["id"], "uploading", timeout=300)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert after["status"] == "available"
+    gone = requests.get(
+        f"{site.glance.url}/v2/images/{image_id}",
+        headers=site.admin_headers(),
+        timeout=30,
+    )
+    assert gone.status_code == 404 or gone.json()["status"] == "deleted"
+    log = _log(site)
+    assert (
+        f"Store cheap writes to pool images of Ceph cluster {site.b.fsid}"
+        in log
+    )
