@@ -404,7 +404,9 @@ def _store_detail(
     """The store catalog as the service user sees it, each rbd store's
     fsid and pool filled from the last answer that had them.
     """
-    client = _service_client(context, settings, service)
+    client = _glance_client(
+        context, settings, auth=service, use_store_detail=True
+    )
     catalog = client.get_store_catalog()
     known = _KNOWN_DETAIL.setdefault(client.endpoint or "", {})
     stores = []
@@ -416,27 +418,6 @@ def _store_detail(
             store = dataclasses.replace(store, fsid=old.fsid, pool=old.pool)
         stores.append(store)
     return dataclasses.replace(catalog, stores=tuple(stores))
-
-
-def _service_client(
-    context: Any, settings: config.Settings, service: Any
-) -> glance.GlanceClient:
-    """A client of Cinder's Glance as the service user alone (what
-    ``/v2/info/stores/detail`` needs: the service or admin role).
-    """
-    adapter = ks_adapter.Adapter(
-        _session(),
-        auth=service,
-        service_type="image",
-        endpoint_override=_glance_endpoint(context),
-        connect_retries=CONF.glance_num_retries,
-    )
-    return glance.GlanceClient(
-        adapter,
-        use_store_detail=True,
-        max_response_bytes=settings.max_response_bytes,
-        answer_deadline=settings.answer_deadline,
-    )
 
 
 def _journal_dir(driver: Any) -> Path:
@@ -688,16 +669,21 @@ def _glance_endpoint(context: Any) -> str:
 
 
 def _glance_client(
-    context: Any, settings: config.Settings
+    context: Any,
+    settings: config.Settings,
+    *,
+    auth: Any = None,
+    use_store_detail: bool | None = None,
 ) -> glance.GlanceClient:
-    """A client for this request: the caller's token (plus the service
-    token when Cinder sends one) on Cinder's Glance endpoint.
+    """A client for this request on Cinder's Glance endpoint: the caller's
+    token (plus the service token when Cinder sends one), or ``auth``
+    (the service user alone, whom ``/v2/info/stores/detail`` admits).
     """
     from cinder import service_auth
 
     adapter = ks_adapter.Adapter(
         _session(),
-        auth=service_auth.get_auth_plugin(context),
+        auth=auth or service_auth.get_auth_plugin(context),
         service_type="image",
         endpoint_override=_glance_endpoint(context),
         connect_retries=CONF.glance_num_retries,
@@ -705,7 +691,11 @@ def _glance_client(
     )
     return glance.GlanceClient(
         adapter,
-        use_store_detail=settings.use_store_detail,
+        use_store_detail=(
+            settings.use_store_detail
+            if use_store_detail is None
+            else use_store_detail
+        ),
         max_response_bytes=settings.max_response_bytes,
         answer_deadline=settings.answer_deadline,
     )

@@ -35,13 +35,14 @@ from typing import Any
 from volume_image import config, errors
 from volume_image.clients import glance
 from volume_image.core import direct
-from volume_image.pipeline import offload
+from volume_image.pipeline import offload, retry
 
 __all__ = ["DirectResult", "Fallback", "recover", "upload"]
 
 LOG = logging.getLogger(__name__)
 
 SNAP = "snap"
+
 _POLL_FIRST = 0.2
 _POLL_MAX = 2.0
 _MGR_TIMEOUT = 30
@@ -402,29 +403,39 @@ def _flatten_on_mgr(
             image_spec=f"{pool}/{image}",
         )
         task_id = task.get("id") if isinstance(task, dict) else None
-        delay = _POLL_FIRST
-        while True:
-            tasks = _mgr(client.cluster, prefix="rbd task list")
-            mine = [
-                t
-                for t in tasks or []
-                if isinstance(t, dict) and t.get("id") == task_id
-            ]
-            if not mine:
-                break
-            if mine[0].get("failed") or mine[0].get("retry_message"):
-                raise errors.UploadError(
-                    f"ceph-mgr's flatten of {pool}/{image} failed: "
-                    f"{mine[0].get('retry_message') or mine[0]}"
-                )
-            if clock() + delay > deadline_at:
-                _mgr(client.cluster, prefix="rbd task cancel", task_id=task_id)
-                raise errors.UploadError(
-                    f"the flatten of {pool}/{image} did not end within "
-                    "[volume_image] rbd_direct_timeout"
-                )
-            sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
+
+        def mine() -> dict[str, Any] | None:
+            for entry in _mgr(client.cluster, prefix="rbd task list") or []:
+                if isinstance(entry, dict) and entry.get("id") == task_id:
+                    return entry
+            return None
+
+        def ended(entry: dict[str, Any] | None) -> bool:
+            return entry is None or bool(
+                entry.get("failed") or entry.get("retry_message")
+            )
+
+        left = retry.poll(
+            mine,
+            ended,
+            until=deadline_at,
+            every=_POLL_FIRST,
+            grow=2.0,
+            most=_POLL_MAX,
+            idle=sleep,
+            clock=clock,
+        )
+        if left is not None and ended(left):
+            raise errors.UploadError(
+                f"ceph-mgr's flatten of {pool}/{image} failed: "
+                f"{left.get('retry_message') or left}"
+            )
+        if left is not None:
+            _mgr(client.cluster, prefix="rbd task cancel", task_id=task_id)
+            raise errors.UploadError(
+                f"the flatten of {pool}/{image} did not end within "
+                "[volume_image] rbd_direct_timeout"
+            )
     # the task is gone: done, or dropped; the parent tells which
     with cinder_rbd.RBDVolumeProxy(driver, image, pool=pool) as img:
         try:
@@ -485,37 +496,55 @@ def _wait_active(
     A task that failed sends the image back to ``queued`` without the
     lock property: the reason is in the image's tasks.
     """
-    delay = _POLL_FIRST
     seen_lock = False
-    while True:
+
+    def read() -> dict[str, Any]:
+        nonlocal seen_lock
         image = client.get_image(image_id)
+        seen_lock = seen_lock or bool(image.get("os_glance_import_task"))
+        return image
+
+    def reverted(image: dict[str, Any]) -> bool:
+        # back to queued once the task held the lock: the task failed
+        return (
+            image.get("status") == "queued"
+            and not image.get("os_glance_import_task")
+            and seen_lock
+        )
+
+    def ended(image: dict[str, Any]) -> bool:
         status = image.get("status")
-        if status == "active":
-            return image
-        locked = bool(image.get("os_glance_import_task"))
-        seen_lock = seen_lock or locked
-        if status == "queued" and not locked and seen_lock:
-            raise errors.UploadError(
-                f"Glance did not accept the location of image {image_id}: "
-                + _task_message(client, image_id)
-            )
-        if status not in ("queued", "importing", "saving"):
-            raise errors.UploadError(
-                f"image {image_id} went {status} while Glance added its "
-                "location"
-            )
-        if clock() + delay > deadline_at:
-            raise errors.UploadError(
-                f"image {image_id} was not active within [volume_image] "
-                "rbd_direct_timeout after its location was added"
-                + (
-                    ""
-                    if seen_lock
-                    else "; Glance never started its location task"
-                )
-            )
-        sleep(delay)
-        delay = min(delay * 2, _POLL_MAX)
+        return status not in ("queued", "importing", "saving") or reverted(
+            image
+        )
+
+    image = retry.poll(
+        read,
+        ended,
+        until=deadline_at,
+        every=_POLL_FIRST,
+        grow=2.0,
+        most=_POLL_MAX,
+        idle=sleep,
+        clock=clock,
+    )
+    status = image.get("status")
+    if status == "active":
+        return image
+    if reverted(image):
+        raise errors.UploadError(
+            f"Glance did not accept the location of image {image_id}: "
+            + _task_message(client, image_id)
+        )
+    if ended(image):
+        raise errors.UploadError(
+            f"image {image_id} went {status} while Glance added its location"
+        )
+    raise errors.UploadError(
+        f"image {image_id} was not active within [volume_image] "
+        "rbd_direct_timeout after its location was added"
+        + ("" if seen_lock else "; Glance never started its location task")
+    )
 
 
 def _task_message(client: glance.GlanceClient, image_id: str) -> str:
