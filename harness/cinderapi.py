@@ -216,17 +216,26 @@ class CinderRest:
     ) -> None:
         """Delete a volume; with ``wait``, return once it is gone."""
         self.call("DELETE", f"/volumes/{volume_id}")
+        if wait:
+            self._wait_gone("volume", volume_id, timeout)
+
+    def _wait_gone(self, kind: str, ident: str, timeout: float) -> None:
+        """Wait until ``/{kind}s/{ident}`` answers 404.
+
+        :raises CinderRestError: it went to an error state, or the time
+            ran out.
+        """
         deadline = time.monotonic() + timeout
-        while wait:
-            resp = self.request("GET", f"/volumes/{volume_id}")
+        while True:
+            resp = self.request("GET", f"/{kind}s/{ident}")
             if resp.status_code == 404:
                 return
-            if resp.ok and resp.json()["volume"]["status"].startswith("error"):
+            if resp.ok and resp.json()[kind]["status"].startswith("error"):
                 raise CinderRestError(
-                    f"volume {volume_id}: {resp.json()['volume']['status']}"
+                    f"{kind} {ident}: {resp.json()[kind]['status']}"
                 )
             if time.monotonic() > deadline:
-                raise CinderRestError(f"volume {volume_id} not deleted")
+                raise CinderRestError(f"{kind} {ident} not deleted")
             time.sleep(0.3)
 
     def extend_volume(self, volume_id: str, new_size_gib: int) -> None:
@@ -268,14 +277,7 @@ class CinderRest:
     ) -> None:
         """Delete a snapshot; return once it is gone."""
         self.call("DELETE", f"/snapshots/{snapshot_id}")
-        deadline = time.monotonic() + timeout
-        while True:
-            resp = self.request("GET", f"/snapshots/{snapshot_id}")
-            if resp.status_code == 404:
-                return
-            if time.monotonic() > deadline:
-                raise CinderRestError(f"snapshot {snapshot_id} not deleted")
-            time.sleep(0.3)
+        self._wait_gone("snapshot", snapshot_id, timeout)
 
     def upload_to_image(
         self,
